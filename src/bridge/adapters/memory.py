@@ -1,0 +1,96 @@
+"""In-memory implementations of the ports, for unit tests of the application layer.
+
+The fake repository keeps the same row semantics as PostgreSQL where the application can observe
+them (idempotent ids, latest-wins broker state, deletes on quantity zero) and can be told to fail.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+
+import attrs
+
+from bridge.domain.models import (
+    AccountRef,
+    BrokerAccountRow,
+    BrokerBalanceRow,
+    BrokerPositionRow,
+    DeadLetter,
+    NewsEventRow,
+    OptionsFlowRow,
+    Row,
+    Table,
+)
+from bridge.domain.ports import DataRejected
+
+
+@attrs.define
+class MemoryRepository:
+    options_flow: dict[object, OptionsFlowRow] = attrs.Factory(dict)
+    news_events: dict[object, NewsEventRow] = attrs.Factory(dict)
+    accounts: dict[AccountRef, BrokerAccountRow] = attrs.Factory(dict)
+    positions: dict[tuple[AccountRef, str], BrokerPositionRow] = attrs.Factory(dict)
+    balances: dict[AccountRef, BrokerBalanceRow] = attrs.Factory(dict)
+    dead_letters: dict[object, DeadLetter] = attrs.Factory(dict)
+    #: Every call to ``write``, in order: (table, number of rows).
+    calls: list[tuple[Table, int]] = attrs.Factory(list)
+    #: Called before each write; raise from it to simulate an outage or a rejection.
+    fail: Callable[[Table, Sequence[Row]], None] | None = None
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+
+    def write(self, table: Table, rows: Sequence[Row]) -> int:
+        with self._lock:
+            if self.fail is not None:
+                self.fail(table, rows)
+            self.calls.append((table, len(rows)))
+            return sum(self._apply(row) for row in rows)
+
+    def count_rows(self) -> Mapping[Table, int]:
+        return {
+            Table.OPTIONS_FLOW: len(self.options_flow),
+            Table.NEWS_EVENTS: len(self.news_events),
+            Table.BROKER_ACCOUNTS: len(self.accounts),
+            Table.BROKER_POSITIONS: len(self.positions),
+            Table.BROKER_BALANCES: len(self.balances),
+            Table.DEAD_LETTERS: len(self.dead_letters),
+        }
+
+    def _apply(self, row: Row) -> int:
+        match row:
+            case OptionsFlowRow():
+                return int(self.options_flow.setdefault(row.id, row) is row)
+            case NewsEventRow():
+                self.news_events[row.natural_key if row.event_ts is not None else row.id] = row
+                return 1
+            case BrokerAccountRow():
+                known = self.accounts.get(row.account)
+                if known is None or row.label is not None:
+                    self.accounts[row.account] = row
+                return 1
+            case BrokerPositionRow():
+                self._ensure_account(row.account)
+                position = (row.account, row.symbol)
+                if not _newer_or_same(row.updated_at, self.positions.get(position)):
+                    return 0
+                if row.closes_position:
+                    return int(self.positions.pop(position, None) is not None)
+                self.positions[position] = row
+                return 1
+            case BrokerBalanceRow():
+                self._ensure_account(row.account)
+                if not _newer_or_same(row.updated_at, self.balances.get(row.account)):
+                    return 0
+                self.balances[row.account] = row
+                return 1
+            case DeadLetter():
+                return int(self.dead_letters.setdefault(row.id, row) is row)
+        raise DataRejected(f"unsupported row {row!r}")
+
+    def _ensure_account(self, account: AccountRef) -> None:
+        self.accounts.setdefault(account, BrokerAccountRow(account=account))
+
+
+def _newer_or_same(updated_at: datetime, current: BrokerPositionRow | BrokerBalanceRow | None) -> bool:
+    return current is None or current.updated_at <= updated_at

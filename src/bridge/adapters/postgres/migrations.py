@@ -1,0 +1,123 @@
+"""A small migration runner: ordered plain-SQL files, each applied once, in its own transaction.
+
+Applied files are recorded with their SHA-256 in ``bridge_schema_migrations``; an applied file that
+has since been edited stops the run (fix it with a new migration instead). A session-level advisory
+lock serialises concurrent runs, so several pods may run ``bridge migrate`` at once: the first
+applies, the others wait and then find nothing pending. (Run it through a direct or session-pooler
+URL: a transaction pooler does not keep session locks.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+from pathlib import Path
+from typing import Final
+
+import attrs
+import psycopg
+
+from bridge.adapters.postgres.conninfo import DatabaseUnreachable, describe_connection_error
+
+__all__ = ["DatabaseUnreachable", "MigrationError", "default_migrations_dir", "migrate", "pending"]
+
+LOCK_KEY: Final = 0x5B_B1D6E  # arbitrary, fixed: "stream bridge migrations"
+CONNECT_TIMEOUT_S: Final = 10
+_CREATE_LEDGER: Final = """
+    create table if not exists public.bridge_schema_migrations (
+        version    text        primary key,
+        checksum   text        not null,
+        applied_at timestamptz not null default now()
+    )
+"""
+
+
+class MigrationError(Exception):
+    """A migration cannot be applied safely (edited after it was applied, or it failed)."""
+
+
+@attrs.frozen
+class Migration:
+    version: str
+    path: Path
+    sql: str
+    checksum: str
+
+
+def default_migrations_dir() -> Path:
+    """The packaged copy in a wheel (``bridge/_migrations``), else the repository's ``migrations/``."""
+    packaged = importlib.resources.files("bridge") / "_migrations"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[4] / "migrations"
+
+
+def load_migrations(directory: Path) -> list[Migration]:
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        sql = path.read_text(encoding="utf-8")
+        migrations.append(Migration(path.stem, path, sql, hashlib.sha256(sql.encode()).hexdigest()))
+    if not migrations:
+        raise MigrationError(f"no migration files (*.sql) in {directory}")
+    return migrations
+
+
+def connect(conninfo: str) -> psycopg.Connection[tuple[object, ...]]:
+    try:
+        return psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnreachable(describe_connection_error(exc, conninfo)) from None
+
+
+def _applied(connection: psycopg.Connection[tuple[object, ...]]) -> dict[str, str]:
+    connection.execute(_CREATE_LEDGER)
+    rows = connection.execute("select version, checksum from public.bridge_schema_migrations").fetchall()
+    return {str(version): str(checksum) for version, checksum in rows}
+
+
+def _check_unedited(migrations: list[Migration], applied: dict[str, str]) -> None:
+    for migration in migrations:
+        recorded = applied.get(migration.version)
+        if recorded is not None and recorded != migration.checksum:
+            raise MigrationError(
+                f"{migration.path.name} was edited after it was applied (recorded sha256 {recorded[:12]}…, "
+                f"file now {migration.checksum[:12]}…); restore it and add a new migration instead"
+            )
+
+
+def pending(conninfo: str, directory: Path | None = None) -> list[str]:
+    """Versions not applied yet (raises MigrationError if an applied file was edited)."""
+    migrations = load_migrations(directory or default_migrations_dir())
+    with connect(conninfo) as connection:
+        applied = _applied(connection)
+    _check_unedited(migrations, applied)
+    return [migration.version for migration in migrations if migration.version not in applied]
+
+
+def migrate(conninfo: str, directory: Path | None = None) -> list[str]:
+    """Apply pending migrations in order; return the versions applied by this call."""
+    migrations = load_migrations(directory or default_migrations_dir())
+    done: list[str] = []
+    with connect(conninfo) as connection:
+        connection.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))
+        try:
+            applied = _applied(connection)
+            _check_unedited(migrations, applied)
+            for migration in migrations:
+                if migration.version in applied:
+                    continue
+                try:
+                    with connection.transaction():
+                        connection.execute(migration.sql.encode())
+                        connection.execute(
+                            "insert into public.bridge_schema_migrations (version, checksum) values (%s, %s)",
+                            (migration.version, migration.checksum),
+                        )
+                except psycopg.Error as exc:
+                    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise MigrationError(f"{migration.path.name} failed and was rolled back: {first_line}") from None
+                done.append(migration.version)
+        finally:
+            if not connection.closed:
+                connection.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
+    return done

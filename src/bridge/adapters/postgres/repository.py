@@ -1,0 +1,340 @@
+"""The PostgreSQL repository: one transaction per batch, idempotent row semantics per table.
+
+Sync psycopg 3 with a ``ConnectionPool``: the application calls ``write`` from worker threads (one
+per table writer). ``options_flow``, the hot table, is COPYed into a per-connection temporary
+staging table and inserted from there with ``on conflict (id) do nothing``; the other tables are
+small and go in one ``insert … select from unnest(…)`` statement each. A transaction pooler cannot
+keep temporary tables, so ``use_copy=False`` sends ``options_flow`` through ``unnest`` as well.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Final, TypeVar
+from uuid import UUID
+
+import orjson
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from bridge.adapters.postgres.conninfo import DatabaseUnreachable, describe_connection_error
+from bridge.domain.models import (
+    AccountRef,
+    BrokerAccountRow,
+    BrokerBalanceRow,
+    BrokerPositionRow,
+    DeadLetter,
+    JsonObject,
+    NewsEventRow,
+    OptionsFlowRow,
+    Row,
+    Table,
+)
+from bridge.domain.ports import DataRejected
+
+Cursor = psycopg.Cursor[Any]
+R = TypeVar("R", bound=Row)
+
+OPTIONS_FLOW_COLUMNS: Final = (
+    "id", "received_at", "event_ts", "symbol", "option_symbol", "side", "size", "notional", "strike",
+    "expiration", "option_type", "trade_price", "bid", "ask", "venue", "source", "raw",
+)  # fmt: skip
+_OPTIONS_FLOW_TYPES: Final = (
+    "uuid", "timestamptz", "timestamptz", "text", "text", "text", "numeric", "numeric", "numeric",
+    "date", "text", "numeric", "numeric", "numeric", "text", "text", "jsonb",
+)  # fmt: skip
+STAGE: Final = "bridge_stage_options_flow"
+_STAGE_DDL: Final = (
+    f"create temp table if not exists {STAGE} (like public.options_flow including defaults) on commit delete rows"
+)
+_COLUMN_LIST: Final = ", ".join(OPTIONS_FLOW_COLUMNS)
+# Content the database refuses: data exceptions (22), integrity violations (23), over-size values (54).
+_CONTENT_ERRORS: Final = (pg_errors.DataError, pg_errors.IntegrityError, pg_errors.ProgramLimitExceeded)
+
+
+def _json(value: JsonObject | None) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _unnest(types: Sequence[str]) -> str:
+    return "unnest(" + ", ".join(f"%s::{kind}[]" for kind in types) + ")"
+
+
+def _columns(rows: Sequence[Sequence[object]], width: int) -> list[list[object]]:
+    """Row tuples to per-column lists, the shape ``unnest`` takes."""
+    return [[row[index] for row in rows] for index in range(width)]
+
+
+def _latest(rows: Sequence[R], key: Callable[[R], object], stamp: Callable[[R], object]) -> list[R]:
+    """One row per key: the newest by ``stamp``, the later one on a tie (a batch is in arrival order)."""
+    chosen: dict[object, R] = {}
+    for row in rows:
+        current = chosen.get(key(row))
+        if current is None or stamp(current) <= stamp(row):  # type: ignore[operator]
+            chosen[key(row)] = row
+    return list(chosen.values())
+
+
+def _options_flow_tuple(row: OptionsFlowRow) -> tuple[object, ...]:
+    return (
+        row.id, row.received_at, row.event_ts, row.symbol, row.option_symbol, row.side, row.size,
+        row.notional, row.strike, row.expiration, row.option_type, row.trade_price, row.bid, row.ask,
+        row.venue, row.source, _json(row.raw),
+    )  # fmt: skip
+
+
+class PostgresRepository:
+    """Implements ``bridge.domain.ports.Repository`` on a psycopg connection pool."""
+
+    def __init__(self, pool: ConnectionPool[Any], *, use_copy: bool = True) -> None:
+        self.pool = pool
+        self.use_copy = use_copy
+        self._account_ids: dict[AccountRef, UUID] = {}
+        self._account_lock = threading.Lock()
+        self._writers: Mapping[Table, Callable[[Cursor, Sequence[Any]], tuple[int, dict[AccountRef, UUID]]]] = {
+            Table.OPTIONS_FLOW: self._write_options_flow,
+            Table.NEWS_EVENTS: self._write_news,
+            Table.BROKER_ACCOUNTS: self._write_accounts,
+            Table.BROKER_POSITIONS: self._write_positions,
+            Table.BROKER_BALANCES: self._write_balances,
+            Table.DEAD_LETTERS: self._write_dead_letters,
+        }
+
+    def write(self, table: Table, rows: Sequence[Row]) -> int:
+        if not rows:
+            return 0
+        try:
+            return self._write_once(table, rows)
+        except pg_errors.ForeignKeyViolation:
+            # An account we cached was deleted behind our back: forget the cache and try once more.
+            with self._account_lock:
+                self._account_ids.clear()
+            try:
+                return self._write_once(table, rows)
+            except _CONTENT_ERRORS as exc:
+                raise DataRejected(_first_line(exc)) from None
+        except _CONTENT_ERRORS as exc:
+            raise DataRejected(_first_line(exc)) from None
+
+    def _write_once(self, table: Table, rows: Sequence[Row]) -> int:
+        with self.pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
+            written, new_accounts = self._writers[table](cursor, rows)
+        if new_accounts:  # only after the commit, so a rolled-back account is never cached
+            with self._account_lock:
+                self._account_ids.update(new_accounts)
+        return written
+
+    def count_rows(self) -> dict[Table, int]:
+        tables = [Table.OPTIONS_FLOW, Table.NEWS_EVENTS, Table.BROKER_ACCOUNTS, Table.BROKER_POSITIONS,
+                  Table.BROKER_BALANCES, Table.DEAD_LETTERS]  # fmt: skip
+        query = " union all ".join(f"select '{table}', count(*) from public.{table}" for table in tables)
+        with self.pool.connection() as connection:
+            return {Table(name): count for name, count in connection.execute(query).fetchall()}
+
+    # -- options_flow ------------------------------------------------------------------------------
+
+    def _write_options_flow(self, cursor: Cursor, rows: Sequence[OptionsFlowRow]) -> tuple[int, dict[AccountRef, UUID]]:
+        if self.use_copy:
+            with cursor.copy(f"copy {STAGE} ({_COLUMN_LIST}) from stdin") as copy:
+                for row in rows:
+                    copy.write_row(_options_flow_tuple(row))
+            cursor.execute(
+                f"insert into public.options_flow ({_COLUMN_LIST}) select {_COLUMN_LIST} from {STAGE}"
+                " on conflict (id) do nothing"
+            )
+        else:
+            values = [_options_flow_tuple(row) for row in rows]
+            cursor.execute(
+                f"insert into public.options_flow ({_COLUMN_LIST}) select * from {_unnest(_OPTIONS_FLOW_TYPES)}"
+                " on conflict (id) do nothing",
+                _columns(values, len(OPTIONS_FLOW_COLUMNS)),
+            )
+        return cursor.rowcount, {}
+
+    # -- news_events ---------------------------------------------------------------------------------
+
+    def _write_news(self, cursor: Cursor, rows: Sequence[NewsEventRow]) -> tuple[int, dict[AccountRef, UUID]]:
+        latest = _latest(rows, key=lambda row: row.natural_key if row.event_ts else row.id, stamp=lambda _: 0)
+        columns = "id, received_at, event_ts, source, symbol, headline, body, url, category, sentiment, importance, raw"
+        types = ["uuid", "timestamptz", "timestamptz", "text", "text", "text", "text", "text", "text", "text",
+                 "int4", "jsonb"]  # fmt: skip
+        content = ["symbol", "body", "url", "category", "sentiment", "importance", "raw"]
+        update = ", ".join(f"{column} = excluded.{column}" for column in content)
+        changed = " or ".join(f"news_events.{column} is distinct from excluded.{column}" for column in content)
+        written = 0
+        for target, group in (
+            ("on constraint news_events_source_event_ts_headline_key", [r for r in latest if r.event_ts]),
+            ("(id)", [r for r in latest if r.event_ts is None]),
+        ):
+            if not group:
+                continue
+            values = [
+                (r.id, r.received_at, r.event_ts, r.source, r.symbol, r.headline, r.body, r.url, r.category,
+                 r.sentiment, r.importance, _json(r.raw))
+                for r in group
+            ]  # fmt: skip
+            cursor.execute(
+                f"insert into public.news_events ({columns}) select * from {_unnest(types)}"
+                f" on conflict {target} do update set {update} where {changed}",
+                _columns(values, len(types)),
+            )
+            written += cursor.rowcount
+        return written, {}
+
+    # -- broker accounts, positions, balances --------------------------------------------------------
+
+    def _resolve_accounts(
+        self, cursor: Cursor, accounts: set[AccountRef]
+    ) -> tuple[dict[AccountRef, UUID], dict[AccountRef, UUID]]:
+        """Ids for ``accounts`` (all of them) and the ones this call had to look up (to cache on commit)."""
+        with self._account_lock:
+            known = {account: self._account_ids[account] for account in accounts if account in self._account_ids}
+        missing = sorted(accounts - known.keys(), key=lambda a: (a.broker, a.external_account_id))
+        if not missing:
+            return known, {}
+        brokers = [account.broker for account in missing]
+        externals = [account.external_account_id for account in missing]
+        cursor.execute(
+            "insert into public.broker_accounts (broker, external_account_id)"
+            " select * from unnest(%s::text[], %s::text[]) on conflict do nothing",
+            [brokers, externals],
+        )
+        cursor.execute(
+            "select a.broker, a.external_account_id, a.id from public.broker_accounts a"
+            " join unnest(%s::text[], %s::text[]) as m(broker, external_account_id)"
+            " using (broker, external_account_id)",
+            [brokers, externals],
+        )
+        found = {AccountRef(broker, external): account_id for broker, external, account_id in cursor.fetchall()}
+        return {**known, **found}, found
+
+    def _write_accounts(self, cursor: Cursor, rows: Sequence[BrokerAccountRow]) -> tuple[int, dict[AccountRef, UUID]]:
+        labelled: dict[AccountRef, str | None] = {}
+        for row in rows:
+            if row.label is not None or row.account not in labelled:
+                labelled[row.account] = row.label
+        accounts = list(labelled)
+        cursor.execute(
+            "insert into public.broker_accounts (broker, external_account_id, label)"
+            " select * from unnest(%s::text[], %s::text[], %s::text[])"
+            " on conflict (broker, external_account_id) do update set label = excluded.label"
+            " where excluded.label is not null and excluded.label is distinct from broker_accounts.label"
+            " returning broker, external_account_id, id",
+            [
+                [a.broker for a in accounts],
+                [a.external_account_id for a in accounts],
+                list(labelled.values()),
+            ],
+        )
+        written = cursor.rowcount
+        _, found = self._resolve_accounts(cursor, set(accounts))
+        return written, found
+
+    def _write_positions(self, cursor: Cursor, rows: Sequence[BrokerPositionRow]) -> tuple[int, dict[AccountRef, UUID]]:
+        ids, found = self._resolve_accounts(cursor, {row.account for row in rows})
+        latest = _latest(rows, key=lambda row: (row.account, row.symbol), stamp=lambda row: row.updated_at)
+        kept = [row for row in latest if not row.closes_position]
+        closed = [row for row in latest if row.closes_position]
+        written = 0
+        if kept:
+            values = [(ids[r.account], r.symbol, r.qty, r.avg_price, r.market_value, r.updated_at, _json(r.raw))
+                      for r in kept]  # fmt: skip
+            cursor.execute(
+                "insert into public.broker_positions"
+                " (broker_account_id, symbol, qty, avg_price, market_value, updated_at, raw)"
+                f" select * from {_unnest(['uuid', 'text', 'numeric', 'numeric', 'numeric', 'timestamptz', 'jsonb'])}"
+                " on conflict (broker_account_id, symbol) do update set qty = excluded.qty,"
+                " avg_price = excluded.avg_price, market_value = excluded.market_value,"
+                " updated_at = excluded.updated_at, raw = excluded.raw"
+                " where broker_positions.updated_at <= excluded.updated_at",
+                _columns(values, 7),
+            )
+            written += cursor.rowcount
+        if closed:
+            cursor.execute(
+                "delete from public.broker_positions p"
+                " using unnest(%s::uuid[], %s::text[], %s::timestamptz[]) as d(account_id, symbol, updated_at)"
+                " where p.broker_account_id = d.account_id and p.symbol = d.symbol and p.updated_at <= d.updated_at",
+                [
+                    [ids[r.account] for r in closed],
+                    [r.symbol for r in closed],
+                    [r.updated_at for r in closed],
+                ],
+            )
+            written += cursor.rowcount
+        return written, found
+
+    def _write_balances(self, cursor: Cursor, rows: Sequence[BrokerBalanceRow]) -> tuple[int, dict[AccountRef, UUID]]:
+        ids, found = self._resolve_accounts(cursor, {row.account for row in rows})
+        latest = _latest(rows, key=lambda row: row.account, stamp=lambda row: row.updated_at)
+        values = [(ids[r.account], r.cash, r.buying_power, r.maintenance_margin, r.equity, r.updated_at, _json(r.raw))
+                  for r in latest]  # fmt: skip
+        cursor.execute(
+            "insert into public.broker_balances"
+            " (broker_account_id, cash, buying_power, maintenance_margin, equity, updated_at, raw)"
+            f" select * from {_unnest(['uuid', 'numeric', 'numeric', 'numeric', 'numeric', 'timestamptz', 'jsonb'])}"
+            " on conflict (broker_account_id) do update set cash = excluded.cash,"
+            " buying_power = excluded.buying_power, maintenance_margin = excluded.maintenance_margin,"
+            " equity = excluded.equity, updated_at = excluded.updated_at, raw = excluded.raw"
+            " where broker_balances.updated_at <= excluded.updated_at",
+            _columns(values, 7),
+        )
+        return cursor.rowcount, found
+
+    # -- dead letters ----------------------------------------------------------------------------------
+
+    def _write_dead_letters(self, cursor: Cursor, rows: Sequence[DeadLetter]) -> tuple[int, dict[AccountRef, UUID]]:
+        values = [(r.id, r.feed, r.received_at, r.reason, r.frame) for r in rows]
+        cursor.execute(
+            "insert into public.bridge_dead_letters (id, feed, received_at, reason, frame)"
+            f" select * from {_unnest(['uuid', 'text', 'timestamptz', 'text', 'text'])}"
+            " on conflict (id) do nothing",
+            _columns(values, 5),
+        )
+        return cursor.rowcount, {}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _prepare_connection(connection: psycopg.Connection[Any]) -> None:
+    """Every pooled connection gets its COPY staging table once (temporary: private to the session)."""
+    connection.execute(_STAGE_DDL)
+    connection.commit()
+
+
+@contextmanager
+def open_repository(
+    conninfo: str, *, min_size: int = 1, max_size: int = 8, use_copy: bool = True, open_timeout_s: float = 15
+) -> Iterator[PostgresRepository]:
+    """Open a pool (explicitly, failing fast with a one-line error) and yield a repository on it."""
+    pool: ConnectionPool[Any] = ConnectionPool(
+        conninfo,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        check=ConnectionPool.check_connection,
+        configure=_prepare_connection if use_copy else None,
+        kwargs={"connect_timeout": 10},
+        timeout=30,
+        name="bridge",
+    )
+    try:
+        pool.open(wait=True, timeout=open_timeout_s)
+    except PoolTimeout:
+        try:
+            psycopg.connect(conninfo, connect_timeout=5).close()
+            reason: BaseException = TimeoutError("the pool could not open a connection in time")
+        except psycopg.Error as exc:
+            reason = exc
+        pool.close()
+        raise DatabaseUnreachable(describe_connection_error(reason, conninfo)) from None
+    try:
+        yield PostgresRepository(pool, use_copy=use_copy)
+    finally:
+        pool.close()

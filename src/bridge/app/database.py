@@ -1,0 +1,34 @@
+"""Which database the bridge talks to: ``DATABASE_URL``, or the embedded PostgreSQL under BRIDGE_HOME."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bridge.adapters.embedded import open_embedded_postgres
+from bridge.adapters.postgres.migrations import migrate
+from bridge.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@contextmanager
+def open_database(database_url: str | None, home: Path, *, apply_migrations: bool = True) -> Iterator[str]:
+    """Yield a connection URL, starting the embedded server when no URL is given; migrate it first."""
+    if database_url:
+        url = database_url
+        if apply_migrations:
+            _migrate(url)
+        yield url
+        return
+    with open_embedded_postgres(home) as url:
+        if apply_migrations:
+            _migrate(url)
+        yield url
+
+
+def _migrate(url: str) -> None:
+    applied = migrate(url)
+    if applied:
+        log.info("migrations applied", migrations=applied)

@@ -1,0 +1,180 @@
+"""The pipeline: feeds emit frames, normalizers turn them into rows, one writer per table stores them.
+
+``open_pipeline`` owns the writers; leaving it closes every channel, which lets each writer drain
+what it holds, flush its last batch and finish. ``run_bridge`` adds the feeds and the shutdown
+rule: on a stop request the feeds are cancelled first, then the writers get the grace period to
+flush.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+
+from bridge.app.stats import FeedState, PipelineStats
+from bridge.app.supervisor import run_supervised
+from bridge.app.writer import Delivery, TableWriter
+from bridge.domain.frames import dead_letter
+from bridge.domain.models import DATA_TABLES, DeadLetter, ReceivedFrame, Row, Table
+from bridge.domain.policies import BackoffPolicy, BatchPolicy
+from bridge.domain.ports import Clock, Feed, Normalizer, Repository
+from bridge.logs import get_logger
+
+log = get_logger(__name__)
+
+FrameTap = Callable[[ReceivedFrame], None]
+"""Sees every frame as it arrives (the recorder)."""
+
+
+@attrs.frozen
+class PipelineConfig:
+    batching: BatchPolicy = BatchPolicy()
+    write_retry: BackoffPolicy = BackoffPolicy(initial_s=0.2, max_s=10.0)
+    feed_restart: BackoffPolicy = BackoffPolicy()
+    channel_capacity: int = 1024
+    """Deliveries (one frame's rows for one table) a writer may hold before feeds wait."""
+    shutdown_grace_s: float = 20.0
+    repository_in_thread: bool = True
+    """False only for in-memory fakes, so tests on trio's virtual clock stay deterministic."""
+
+
+@attrs.define
+class Pipeline:
+    normalizers: Mapping[str, Normalizer]
+    channels: Mapping[Table, trio.MemorySendChannel[Delivery]]
+    stats: PipelineStats
+    tap: FrameTap | None = None
+
+    def connected(self, feed: str) -> None:
+        self.stats.feed_state[feed] = FeedState.CONNECTED
+
+    async def emit(self, frame: ReceivedFrame) -> None:
+        """Normalize one frame and hand its rows to the writers (waiting if they are full)."""
+        self.stats.frames_received[frame.feed] += 1
+        if self.tap is not None:
+            self.tap(frame)
+        normalizer = self.normalizers.get(frame.feed)
+        if normalizer is None:
+            reason = f"no normalizer for feed {frame.feed!r}; known: {', '.join(sorted(self.normalizers))}"
+            letters: Sequence[DeadLetter] = (dead_letter(frame, [reason]),)
+            rows: Sequence[Row] = ()
+        else:
+            result = normalizer(frame)
+            letters, rows = result.dead_letters, result.rows
+        by_table: defaultdict[Table, list[Row]] = defaultdict(list)
+        for row in rows:
+            by_table[row.table].append(row)
+        for table, table_rows in by_table.items():
+            self.stats.rows_normalized[table] += len(table_rows)
+            await self.channels[table].send((frame.feed, table_rows))
+        if letters:
+            self.stats.frames_dead_lettered[frame.feed] += 1
+            self.stats.rows_normalized[Table.DEAD_LETTERS] += len(letters)
+            await self.channels[Table.DEAD_LETTERS].send((frame.feed, letters))
+
+
+@asynccontextmanager
+async def open_pipeline(
+    repository: Repository,
+    normalizers: Mapping[str, Normalizer],
+    config: PipelineConfig,
+    stats: PipelineStats,
+    clock: Clock,
+    tap: FrameTap | None = None,
+) -> AsyncIterator[Pipeline]:
+    """Start one writer per table; on exit close the channels and wait for every writer to flush."""
+    channels: dict[Table, trio.MemorySendChannel[Delivery]] = {}
+    async with trio.open_nursery() as nursery:
+        dead_send, dead_receive = trio.open_memory_channel[Delivery](config.channel_capacity)
+        channels[Table.DEAD_LETTERS] = dead_send
+
+        def writer(table: Table, dead_letters: trio.MemorySendChannel[Delivery] | None) -> TableWriter:
+            return TableWriter(
+                table,
+                repository,
+                config.batching,
+                config.write_retry,
+                stats,
+                clock,
+                dead_letters,
+                in_thread=config.repository_in_thread,
+            )
+
+        nursery.start_soon(writer(Table.DEAD_LETTERS, None).run, dead_receive)
+        for table in DATA_TABLES:
+            send, receive = trio.open_memory_channel[Delivery](config.channel_capacity)
+            channels[table] = send
+            nursery.start_soon(writer(table, dead_send.clone()).run, receive)
+        try:
+            yield Pipeline(normalizers, channels, stats, tap)
+        finally:
+            for channel in channels.values():
+                channel.close()
+
+
+async def run_feeds(feeds: Sequence[Feed], pipeline: Pipeline, restart: BackoffPolicy) -> None:
+    """Run every feed under its own supervisor; return when all finite feeds have finished."""
+    async with trio.open_nursery() as nursery:
+        for feed in feeds:
+            child = functools.partial(feed.run, pipeline)
+            nursery.start_soon(
+                functools.partial(
+                    run_supervised,
+                    feed.name,
+                    child,
+                    restart,
+                    pipeline.stats,
+                    restart_when_finished=not feed.finite,
+                ),
+                name=f"feed:{feed.name}",
+            )
+
+
+async def run_bridge(
+    feeds: Sequence[Feed],
+    repository: Repository,
+    normalizers: Mapping[str, Normalizer],
+    config: PipelineConfig,
+    stats: PipelineStats,
+    clock: Clock,
+    wait_for_stop: Callable[[], Awaitable[None]],
+    *,
+    tap: FrameTap | None = None,
+) -> bool:
+    """Run until every feed finishes or a stop is requested; return whether every row was flushed.
+
+    ``wait_for_stop`` returns once per stop request: the first stops the feeds and starts the
+    grace period for flushing, a second one gives up flushing at once.
+    """
+    feeds_scope = trio.CancelScope()
+    drain_scope = trio.CancelScope()
+
+    async def stop_on_request() -> None:
+        await wait_for_stop()
+        log.info("stop requested: stopping feeds and flushing", grace_s=config.shutdown_grace_s)
+        feeds_scope.cancel()
+        drain_scope.deadline = trio.current_time() + config.shutdown_grace_s
+        await wait_for_stop()
+        log.warning("second stop request: abandoning the flush")
+        drain_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_on_request)
+        with drain_scope:
+            async with open_pipeline(repository, normalizers, config, stats, clock, tap) as pipeline:
+                with feeds_scope:
+                    await run_feeds(feeds, pipeline, config.feed_restart)
+                for feed in feeds:
+                    if stats.feed_state.get(feed.name) != FeedState.FINISHED:
+                        stats.feed_state[feed.name] = FeedState.STOPPED
+        nursery.cancel_scope.cancel()
+    flushed = not drain_scope.cancelled_caught
+    if not flushed:
+        pending = sum(stats.rows_normalized.values()) - sum(stats.rows_committed.values())
+        log.error("shutdown grace expired before every row was written", rows_not_written=pending)
+    return flushed

@@ -1,0 +1,136 @@
+"""Wiring: settings into feeds, normalizers and the pipeline; the async entry points behind the CLI."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+
+import trio
+
+from bridge.adapters.feeds.console import ConsoleFeed
+from bridge.adapters.recording import RecordingWriter
+from bridge.app.pipeline import FrameTap, PipelineConfig, run_bridge
+from bridge.app.settings import Settings
+from bridge.app.stats import FeedState, PipelineStats
+from bridge.app.supervisor import run_supervised
+from bridge.domain.models import ReceivedFrame
+from bridge.domain.normalizers.console import normalize_console
+from bridge.domain.ports import Feed, Normalizer, Repository
+from bridge.logs import get_logger
+
+log = get_logger(__name__)
+
+StopWaiter = Callable[[], Awaitable[None]]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def normalizers() -> Mapping[str, Normalizer]:
+    """One normalizer per protocol, keyed by the feed name frames carry (live or recorded)."""
+    return {"console": normalize_console}
+
+
+def build_feed(name: str, settings: Settings) -> Feed:
+    if name == "console":
+        assert settings.console_url is not None
+        return ConsoleFeed(
+            url=settings.console_url,
+            token=settings.console_token,
+            clock=utc_now,
+            max_silence_s=settings.max_silence_s,
+        )
+    raise ValueError(f"unknown feed {name!r}")
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    return PipelineConfig(batching=settings.batching, shutdown_grace_s=settings.shutdown_grace_s)
+
+
+def signal_waiter(receiver: AsyncIterator[int], *, first_after_s: float | None = None) -> StopWaiter:
+    """A stop waiter that returns on each SIGTERM or SIGINT; the first also after ``first_after_s``."""
+    calls = 0
+
+    async def wait() -> None:
+        nonlocal calls
+        calls += 1
+        timeout = first_after_s if calls == 1 and first_after_s is not None else float("inf")
+        with trio.move_on_after(timeout):
+            signum = await anext(receiver)
+            log.info("signal received", signal=signal.Signals(signum).name)
+
+    return wait
+
+
+async def serve_until_signalled(
+    feeds: Sequence[Feed],
+    repository: Repository,
+    config: PipelineConfig,
+    stats: PipelineStats,
+    *,
+    tap: FrameTap | None = None,
+) -> bool:
+    """``bridge run``: the pipeline until SIGTERM/SIGINT; True when everything was flushed."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        return await run_bridge(
+            feeds, repository, normalizers(), config, stats, utc_now, signal_waiter(signals), tap=tap
+        )
+
+
+class RecordingSink:
+    """Frames go to a recording file only (``bridge record``): no normalizing, no database."""
+
+    def __init__(self, writer: RecordingWriter, stats: PipelineStats, limit: int | None) -> None:
+        self.writer = writer
+        self.stats = stats
+        self.limit = limit
+        self.done = trio.Event()
+
+    def connected(self, feed: str) -> None:
+        self.stats.feed_state[feed] = FeedState.CONNECTED
+        log.info("recording", feed=feed, out=str(self.writer.path))
+
+    async def emit(self, frame: ReceivedFrame) -> None:
+        self.writer(frame)
+        self.stats.frames_received[frame.feed] += 1
+        if self.limit is not None and self.writer.frames >= self.limit:
+            self.done.set()
+        await trio.lowlevel.checkpoint()
+
+
+async def record_feed(
+    feed: Feed,
+    writer: RecordingWriter,
+    stats: PipelineStats,
+    *,
+    duration_s: float | None,
+    frames: int | None,
+    restart: PipelineConfig,
+) -> None:
+    """``bridge record``: the feed (reconnecting as usual) into a recording until a limit or a signal."""
+    sink = RecordingSink(writer, stats, frames)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                await anext(signals)
+                nursery.cancel_scope.cancel()
+
+            async def stop_when_done() -> None:
+                await sink.done.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stop_on_signal)
+            nursery.start_soon(stop_when_done)
+            if duration_s is not None:
+                nursery.cancel_scope.deadline = trio.current_time() + duration_s
+            await run_supervised(
+                feed.name,
+                lambda: feed.run(sink),
+                restart.feed_restart,
+                stats,
+                restart_when_finished=not feed.finite,
+            )
+            nursery.cancel_scope.cancel()

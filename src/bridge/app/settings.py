@@ -1,0 +1,210 @@
+"""Settings: the environment, validated once at start into one immutable value.
+
+Every variable is declared once, as a field of ``Settings`` with its environment name in the
+field's metadata; cattrs structures the strings into typed values and collects every problem, so
+one error message names each bad variable and what it expects. Secrets are never echoed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Literal, NewType
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError
+
+from bridge.domain.policies import BatchPolicy
+
+PositiveInt = NewType("PositiveInt", int)
+PositiveFloat = NewType("PositiveFloat", float)
+FeedList = NewType("FeedList", tuple[str, ...])
+LogFormat = Literal["json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+#: Feeds this version of the bridge can run; each entry names the variables that configure it.
+FEEDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "console": ("BRIDGE_CONSOLE_URL", "BRIDGE_CONSOLE_TOKEN"),
+}
+
+
+def _env(name: str, help: str, *, secret: bool = False) -> dict[str, Any]:
+    return {"env": name, "help": help, "secret": secret}
+
+
+@attrs.frozen
+class Settings:
+    database_url: str | None = attrs.field(
+        default=None,
+        metadata=_env("DATABASE_URL", "PostgreSQL URL; unset = embedded PostgreSQL under BRIDGE_HOME", secret=True),
+    )
+    home: Path = attrs.field(default=Path(".bridge"), metadata=_env("BRIDGE_HOME", "data directory"))
+    feeds: FeedList | None = attrs.field(
+        default=None,
+        metadata=_env("BRIDGE_FEEDS", "comma-separated feeds to run; default: every feed whose settings are set"),
+    )
+    console_url: str | None = attrs.field(
+        default=None, metadata=_env("BRIDGE_CONSOLE_URL", "Developer Console WebSocket URL (ws:// or wss://)")
+    )
+    console_token: str | None = attrs.field(
+        default=None, metadata=_env("BRIDGE_CONSOLE_TOKEN", "Developer Console bearer token", secret=True)
+    )
+    batch_max_rows: PositiveInt = attrs.field(
+        default=PositiveInt(5000), metadata=_env("BRIDGE_BATCH_MAX_ROWS", "rows per batch at most")
+    )
+    batch_max_ms: PositiveFloat = attrs.field(
+        default=PositiveFloat(200.0),
+        metadata=_env("BRIDGE_BATCH_MAX_MS", "milliseconds a row may wait for its batch to fill"),
+    )
+    max_silence_s: PositiveFloat = attrs.field(
+        default=PositiveFloat(90.0),
+        metadata=_env("BRIDGE_MAX_SILENCE_S", "seconds without a message before a stream is reconnected"),
+    )
+    shutdown_grace_s: PositiveFloat = attrs.field(
+        default=PositiveFloat(20.0),
+        metadata=_env("BRIDGE_SHUTDOWN_GRACE_S", "seconds to flush on SIGTERM before giving up"),
+    )
+    log_format: LogFormat = attrs.field(default="console", metadata=_env("BRIDGE_LOG_FORMAT", "json | console"))
+    log_level: LogLevel = attrs.field(
+        default="info", metadata=_env("BRIDGE_LOG_LEVEL", "debug | info | warning | error")
+    )
+
+    @property
+    def batching(self) -> BatchPolicy:
+        return BatchPolicy(max_rows=self.batch_max_rows, max_ms=self.batch_max_ms)
+
+    def secrets(self) -> list[str]:
+        """Values that must never reach a log line."""
+        values = [getattr(self, field.name) for field in attrs.fields(Settings) if field.metadata["secret"]]
+        return [value for value in values if value]
+
+    def describe(self) -> list[tuple[str, str]]:
+        """Every variable with its effective value, secrets masked (for ``bridge check``)."""
+        rows = []
+        for field in attrs.fields(Settings):
+            value = getattr(self, field.name)
+            if value is None:
+                shown = "(unset)"
+            elif field.metadata["secret"]:
+                shown = "***"
+            elif isinstance(value, tuple):
+                shown = ",".join(value)
+            else:
+                shown = str(value)
+            rows.append((field.metadata["env"], shown))
+        return rows
+
+
+class SettingsError(Exception):
+    """Every problem found in the environment, one per line, each naming its variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {problem}" for problem in problems))
+        self.problems = problems
+
+
+def _positive_int(value: object, _: object) -> int:
+    number = int(str(value).strip())
+    if number <= 0:
+        raise ValueError("must be a positive whole number")
+    return number
+
+
+def _positive_float(value: object, _: object) -> float:
+    number = float(str(value).strip())
+    if not number > 0 or number == float("inf"):
+        raise ValueError("must be a positive number")
+    return number
+
+
+def _feed_list(value: object, _: object) -> tuple[str, ...]:
+    names = tuple(name.strip().lower() for name in str(value).split(",") if name.strip())
+    unknown = [name for name in names if name not in FEEDS]
+    if unknown:
+        raise ValueError(f"unknown feed(s) {', '.join(unknown)}; available: {', '.join(FEEDS)}")
+    return names
+
+
+def _websocket_url(value: object, _: object) -> str:
+    text = str(value).strip()
+    if not re.match(r"^wss?://[^/\s]+", text):
+        raise ValueError("must be a ws:// or wss:// URL")
+    return text
+
+
+_converter = cattrs.Converter(detailed_validation=True)
+_converter.register_structure_hook(PositiveInt, _positive_int)
+_converter.register_structure_hook(PositiveFloat, _positive_float)
+_converter.register_structure_hook(FeedList, _feed_list)
+_URL_FIELDS: Final = {"console_url"}
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Read every variable; raise ``SettingsError`` listing each one that is wrong."""
+    raw: dict[str, str] = {}
+    by_field = {field.name: field for field in attrs.fields(Settings)}
+    for field in by_field.values():
+        value = environ.get(field.metadata["env"])
+        if value is not None and value.strip() != "":
+            raw[field.name] = value
+    problems: list[str] = []
+    for name in _URL_FIELDS & raw.keys():
+        try:
+            raw[name] = _websocket_url(raw[name], None)
+        except ValueError as exc:
+            problems.append(_problem(by_field[name], raw[name], exc))
+            del raw[name]
+    try:
+        settings = _converter.structure(raw, Settings)
+    except ClassValidationError as group:
+        for error in group.exceptions:
+            attribute = _attribute_of(error)
+            failed = by_field.get(attribute) if attribute else None
+            if failed is None:
+                problems.append(str(error))
+            else:
+                problems.append(_problem(failed, raw.get(failed.name, ""), error))
+        raise SettingsError(problems) from None
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def _attribute_of(exc: BaseException) -> str | None:
+    for note in getattr(exc, "__notes__", []):
+        match = re.search(r"@ attribute (\w+)", note)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _problem(field: attrs.Attribute[Any], value: str, exc: BaseException) -> str:
+    env = field.metadata["env"]
+    reason = str(exc)
+    if isinstance(exc, ValueError) and reason.startswith(("invalid literal", "could not convert")):
+        reason = "must be a number"
+    if "not in literal" in reason:
+        reason = f"must be one of: {field.metadata['help']}"
+    shown = "(value hidden)" if field.metadata["secret"] else repr(value)
+    return f"{env}={shown}: {reason}"
+
+
+def selected_feeds(settings: Settings) -> list[str]:
+    """The feeds to run: BRIDGE_FEEDS, or every feed with settings present."""
+    if settings.feeds is not None:
+        return list(settings.feeds)
+    return [name for name in FEEDS if getattr(settings, f"{name}_url", None)]
+
+
+def feed_problems(settings: Settings, feeds: list[str]) -> list[str]:
+    """What is missing for the selected feeds to run."""
+    problems = []
+    if not feeds:
+        variables = ", ".join(var for names in FEEDS.values() for var in names)
+        problems.append(f"no feed configured: set BRIDGE_FEEDS or a feed's settings ({variables})")
+    for name in feeds:
+        if name == "console" and not settings.console_url:
+            problems.append("BRIDGE_CONSOLE_URL is not set: the console feed needs its WebSocket URL")
+    return problems

@@ -1,0 +1,47 @@
+"""What every normalizer does with a frame before and after its vendor-specific part.
+
+Decoding JSON and turning reasons into one dead letter live here, so that every feed rejects bad
+input the same way and a user reads the same kind of reason whichever feed it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import orjson
+
+from bridge.domain.ids import stable_id
+from bridge.domain.models import DeadLetter, ReceivedFrame
+
+MAX_REASONS: Final = 10
+
+
+class UndecodableFrame(ValueError):
+    """The frame's text is not JSON."""
+
+
+def decode_json(frame: ReceivedFrame) -> object:
+    try:
+        return orjson.loads(frame.text)
+    except orjson.JSONDecodeError as exc:
+        raise UndecodableFrame(f"invalid JSON: {exc}") from None
+
+
+def dead_letter(frame: ReceivedFrame, reasons: Sequence[str]) -> DeadLetter:
+    """One dead letter per frame, holding its exact text and every reason (the first few, counted)."""
+    shown = list(reasons[:MAX_REASONS])
+    if len(reasons) > MAX_REASONS:
+        shown.append(f"and {len(reasons) - MAX_REASONS} more")
+    text = frame.text
+    if "\x00" in text:
+        # PostgreSQL text cannot hold NUL; keep the frame readable and say so.
+        text = text.replace("\x00", "\\u0000")
+        shown.append("NUL characters in the frame are shown as \\u0000")
+    return DeadLetter(
+        id=stable_id("dead_letter", frame.feed, frame.received_at.isoformat(), frame.text),
+        feed=frame.feed,
+        received_at=frame.received_at,
+        reason="; ".join(shown),
+        frame=text,
+    )

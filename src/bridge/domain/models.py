@@ -1,0 +1,173 @@
+"""Rows of the bridge's tables, as immutable values.
+
+One class per table of the design (``migrations/0001_stream_bridge_tables.sql``). Field names are the
+column names so that adapters can map a row to SQL without a translation table. Money and sizes are
+``Decimal`` because the columns are ``numeric`` and a float would change the stored value.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, ClassVar, Final, Literal, TypeAlias
+from uuid import UUID
+
+import attrs
+
+JsonObject: TypeAlias = dict[str, Any]
+
+Side = Literal["buy", "sell", "unknown"]
+OptionType = Literal["call", "put"]
+
+SIDES: Final = frozenset({"buy", "sell", "unknown"})
+OPTION_TYPES: Final = frozenset({"call", "put"})
+
+
+class Table(enum.StrEnum):
+    """Every table the bridge writes, in the order a batch of mixed rows is applied."""
+
+    OPTIONS_FLOW = "options_flow"
+    NEWS_EVENTS = "news_events"
+    BROKER_ACCOUNTS = "broker_accounts"
+    BROKER_POSITIONS = "broker_positions"
+    BROKER_BALANCES = "broker_balances"
+    DEAD_LETTERS = "bridge_dead_letters"
+
+
+DATA_TABLES: Final = (
+    Table.OPTIONS_FLOW,
+    Table.NEWS_EVENTS,
+    Table.BROKER_ACCOUNTS,
+    Table.BROKER_POSITIONS,
+    Table.BROKER_BALANCES,
+)
+
+
+@attrs.frozen
+class ReceivedFrame:
+    """One inbound WebSocket message exactly as it arrived, with who sent it and when."""
+
+    feed: str
+    received_at: datetime
+    text: str
+
+
+@attrs.frozen
+class AccountRef:
+    """A broker account as vendors name it; the database id is resolved by the repository."""
+
+    broker: str
+    external_account_id: str
+
+
+@attrs.frozen
+class OptionsFlowRow:
+    id: UUID
+    received_at: datetime
+    event_ts: datetime
+    symbol: str
+    option_symbol: str
+    side: Side
+    size: Decimal
+    notional: Decimal | None = None
+    strike: Decimal | None = None
+    expiration: date | None = None
+    option_type: OptionType | None = None
+    trade_price: Decimal | None = None
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    venue: str | None = None
+    source: str = "dev_console"
+    raw: JsonObject | None = None
+
+    table: ClassVar[Table] = Table.OPTIONS_FLOW
+
+
+@attrs.frozen
+class NewsEventRow:
+    id: UUID
+    received_at: datetime
+    source: str
+    headline: str
+    event_ts: datetime | None = None
+    symbol: str | None = None
+    body: str | None = None
+    url: str | None = None
+    category: str | None = None
+    sentiment: str | None = None
+    importance: int | None = None
+    raw: JsonObject | None = None
+
+    table: ClassVar[Table] = Table.NEWS_EVENTS
+
+    @property
+    def natural_key(self) -> tuple[str, datetime | None, str]:
+        """The table's unique key: a later row with the same key replaces the earlier one."""
+        return (self.source, self.event_ts, self.headline)
+
+
+@attrs.frozen
+class BrokerAccountRow:
+    account: AccountRef
+    label: str | None = None
+
+    table: ClassVar[Table] = Table.BROKER_ACCOUNTS
+
+
+@attrs.frozen
+class BrokerPositionRow:
+    account: AccountRef
+    symbol: str
+    qty: Decimal
+    updated_at: datetime
+    avg_price: Decimal | None = None
+    market_value: Decimal | None = None
+    raw: JsonObject | None = None
+
+    table: ClassVar[Table] = Table.BROKER_POSITIONS
+
+    @property
+    def closes_position(self) -> bool:
+        """Quantity zero means the position no longer exists: its row is deleted."""
+        return self.qty == 0
+
+
+@attrs.frozen
+class BrokerBalanceRow:
+    account: AccountRef
+    updated_at: datetime
+    cash: Decimal | None = None
+    buying_power: Decimal | None = None
+    maintenance_margin: Decimal | None = None
+    equity: Decimal | None = None
+    raw: JsonObject | None = None
+
+    table: ClassVar[Table] = Table.BROKER_BALANCES
+
+
+@attrs.frozen
+class DeadLetter:
+    """A frame (or one element of it) the bridge could not turn into a row, and why."""
+
+    id: UUID
+    feed: str
+    received_at: datetime
+    reason: str
+    frame: str
+
+    table: ClassVar[Table] = Table.DEAD_LETTERS
+
+
+Row: TypeAlias = OptionsFlowRow | NewsEventRow | BrokerAccountRow | BrokerPositionRow | BrokerBalanceRow | DeadLetter
+
+
+@attrs.frozen
+class Normalized:
+    """What one frame became: rows for the tables, and dead letters for what could not be used."""
+
+    rows: tuple[Row, ...] = ()
+    dead_letters: tuple[DeadLetter, ...] = ()
+
+    def __add__(self, other: Normalized) -> Normalized:
+        return Normalized(self.rows + other.rows, self.dead_letters + other.dead_letters)

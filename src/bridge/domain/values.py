@@ -1,0 +1,125 @@
+"""Coercion of decoded JSON values into column values, with a reason when a value cannot be used.
+
+Vendors send numbers as JSON numbers or decimal strings and times as ISO strings or epoch
+milliseconds; every normalizer goes through these functions so the rules (and the messages a
+user reads in the dead-letter table) are the same for every feed.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Final
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+# Epoch values above this are taken as microseconds or nanoseconds by mistake, below it as ms.
+_MAX_EPOCH_MS: Final = 10**14
+
+
+class InvalidValue(ValueError):
+    """A value that cannot be stored in its column; the message names the column and the problem."""
+
+
+def require_text(column: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidValue(f"{column}: expected a string, got {_describe(value)}")
+    if not value.strip():
+        raise InvalidValue(f"{column}: must not be empty")
+    if "\x00" in value:
+        raise InvalidValue(f"{column}: contains a NUL character, which PostgreSQL text cannot store")
+    return value
+
+
+def optional_text(column: str, value: object) -> str | None:
+    return None if value is None else require_text(column, value)
+
+
+def require_decimal(column: str, value: object) -> Decimal:
+    if isinstance(value, bool):
+        raise InvalidValue(f"{column}: expected a number, got {_describe(value)}")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidValue(f"{column}: expected a finite number, got {value!r}")
+        # repr() is the shortest string that round-trips, so 1.54 stays 1.54 (not 1.5400000000000000355).
+        return Decimal(repr(value))
+    if isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            raise InvalidValue(f"{column}: expected a number, got {value!r}") from None
+        if not number.is_finite():
+            raise InvalidValue(f"{column}: expected a finite number, got {value!r}")
+        return number
+    raise InvalidValue(f"{column}: expected a number, got {_describe(value)}")
+
+
+def optional_decimal(column: str, value: object) -> Decimal | None:
+    return None if value is None else require_decimal(column, value)
+
+
+def optional_int(column: str, value: object) -> int | None:
+    if value is None:
+        return None
+    number = require_decimal(column, value)
+    if number != number.to_integral_value():
+        raise InvalidValue(f"{column}: expected a whole number, got {value!r}")
+    if not -(2**31) <= number < 2**31:
+        raise InvalidValue(f"{column}: {value!r} is out of range for an integer column")
+    return int(number)
+
+
+def require_timestamp(column: str, value: object) -> datetime:
+    """ISO-8601 text (``Z`` or an offset; naive means UTC) or epoch milliseconds."""
+    if isinstance(value, bool):
+        raise InvalidValue(f"{column}: expected a timestamp, got {_describe(value)}")
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidValue(f"{column}: expected a timestamp, got {value!r}")
+        if not 0 <= value < _MAX_EPOCH_MS:
+            raise InvalidValue(f"{column}: {value!r} is not a plausible epoch-milliseconds timestamp")
+        return _EPOCH + timedelta(milliseconds=value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise InvalidValue(f"{column}: {value!r} is not an ISO-8601 timestamp") from None
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    raise InvalidValue(f"{column}: expected a timestamp, got {_describe(value)}")
+
+
+def optional_timestamp(column: str, value: object) -> datetime | None:
+    return None if value is None else require_timestamp(column, value)
+
+
+def optional_date(column: str, value: object) -> date | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidValue(f"{column}: expected a YYYY-MM-DD date, got {_describe(value)}")
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidValue(f"{column}: {value!r} is not a YYYY-MM-DD date") from None
+
+
+def require_choice(column: str, value: object, choices: frozenset[str]) -> str:
+    text = require_text(column, value).strip().lower()
+    if text not in choices:
+        allowed = ", ".join(sorted(choices))
+        raise InvalidValue(f"{column}: {value!r} is not one of {allowed}")
+    return text
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return f"{type(value).__name__} {value!r}"

@@ -1,0 +1,213 @@
+"""The application layer against in-memory fakes: batching, retries, restarts, shutdown."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable, Sequence
+
+import pytest
+import trio
+import trio.testing
+
+from bridge.adapters.memory import MemoryRepository
+from bridge.app.pipeline import PipelineConfig, open_pipeline, run_bridge
+from bridge.app.stats import FeedState, PipelineStats
+from bridge.app.supervisor import run_supervised
+from bridge.domain.models import OptionsFlowRow, Row, Table
+from bridge.domain.normalizers.console import normalize_console
+from bridge.domain.policies import BackoffPolicy, BatchPolicy
+from bridge.domain.ports import DataRejected, RetryLater
+from tests.unit.fakes import T0, EndlessFeed, ScriptedFeed, trade_frame
+
+NORMALIZERS = {"console": normalize_console}
+
+
+def config(**overrides: object) -> PipelineConfig:
+    defaults: dict[str, object] = {
+        "batching": BatchPolicy(max_rows=100, max_ms=50),
+        "write_retry": BackoffPolicy(initial_s=0.1, max_s=1, jitter=0),
+        "feed_restart": BackoffPolicy(initial_s=1, max_s=8, jitter=0),
+        "shutdown_grace_s": 5,
+        "repository_in_thread": False,
+    }
+    return PipelineConfig(**{**defaults, **overrides})  # type: ignore[arg-type]
+
+
+def clock() -> object:
+    return T0
+
+
+async def never() -> None:
+    await trio.sleep_forever()
+
+
+def stop_after(seconds: float) -> Callable[[], Awaitable[None]]:
+    """A stop waiter: the first request comes after ``seconds``, no second one ever."""
+    calls = 0
+
+    async def wait() -> None:
+        nonlocal calls
+        calls += 1
+        await trio.sleep(seconds if calls == 1 else float("inf"))
+
+    return wait
+
+
+def options_writes(repository: MemoryRepository) -> list[int]:
+    return [count for table, count in repository.calls if table == Table.OPTIONS_FLOW]
+
+
+async def test_writers_batch_by_size(autojump_clock: trio.testing.MockClock) -> None:
+    repository = MemoryRepository()
+    stats = PipelineStats()
+    async with open_pipeline(
+        repository, NORMALIZERS, config(batching=BatchPolicy(max_rows=3, max_ms=10_000)), stats, clock
+    ) as pipeline:
+        for n in range(7):
+            await pipeline.emit(trade_frame(n))
+    assert options_writes(repository) == [3, 3, 1]  # the last partial batch is flushed on close
+    assert len(repository.options_flow) == 7
+
+
+async def test_writers_batch_by_time(autojump_clock: trio.testing.MockClock) -> None:
+    write_times: list[float] = []
+    repository = MemoryRepository(fail=lambda table, rows: write_times.append(trio.current_time()))
+    async with open_pipeline(
+        repository,
+        NORMALIZERS,
+        config(batching=BatchPolicy(max_rows=1000, max_ms=250)),
+        PipelineStats(),
+        clock,
+    ) as pipeline:
+        start = trio.current_time()
+        await pipeline.emit(trade_frame(1))
+        await trio.sleep(0.1)
+        await pipeline.emit(trade_frame(2))
+        await trio.sleep(1)
+        assert len(repository.options_flow) == 2
+    assert options_writes(repository) == [2]
+    assert write_times[0] - start == pytest.approx(0.25, abs=0.01)
+
+
+async def test_a_failing_feed_restarts_with_backoff_and_loses_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    flaky = ScriptedFeed([trade_frame(n) for n in range(20)], fail_at={1: 5, 2: 12})
+    steady = ScriptedFeed([trade_frame(n, feed="console", sequence=f"s{n}") for n in range(20)], name="steady")
+    repository = MemoryRepository()
+    stats = PipelineStats()
+    started = trio.current_time()
+    flushed = await run_bridge([flaky, steady], repository, NORMALIZERS, config(), stats, clock, never)
+    assert flushed
+    assert flaky.runs == 3 and stats.feed_restarts["console"] == 2
+    assert "connection reset on run 2" in stats.feed_last_error["console"]
+    assert steady.runs == 1 and stats.feed_restarts["steady"] == 0
+    assert len(repository.options_flow) == 40
+    # 1 s then 2 s of backoff, plus 40 frames' pacing: the restarts waited as the policy says.
+    assert 3 <= trio.current_time() - started < 4
+    assert stats.feed_state == {"console": FeedState.FINISHED, "steady": FeedState.FINISHED}
+
+
+async def test_rejected_credentials_wait_the_long_delay(autojump_clock: trio.testing.MockClock) -> None:
+    attempts: list[float] = []
+
+    async def refused() -> None:
+        attempts.append(trio.current_time())
+        raise RetryLater("the server refused the credentials (HTTP 401)", retry_after_s=300)
+
+    with trio.move_on_after(1000):
+        await run_supervised("console", refused, BackoffPolicy(initial_s=1, jitter=0), PipelineStats())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    assert gaps and all(gap == pytest.approx(300) for gap in gaps)
+
+
+async def test_shutdown_stops_feeds_then_flushes_everything(autojump_clock: trio.testing.MockClock) -> None:
+    feed = EndlessFeed()
+    repository = MemoryRepository()
+    stats = PipelineStats()
+    flushed = await run_bridge(
+        [feed],
+        repository,
+        NORMALIZERS,
+        config(batching=BatchPolicy(max_rows=10_000, max_ms=60_000)),
+        stats,
+        clock,
+        stop_after(2.5),
+    )
+    assert flushed
+    assert feed.emitted > 1000
+    assert len(repository.options_flow) == feed.emitted  # the unfilled batch was flushed, nothing lost
+    assert stats.feed_state["console"] == FeedState.STOPPED
+
+
+async def test_a_database_outage_is_retried_until_the_rows_land(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outage_until = 3.0
+    base = trio.current_time()
+
+    def down_for_a_while(table: Table, rows: Sequence[Row]) -> None:
+        if trio.current_time() - base < outage_until:
+            raise ConnectionError("server closed the connection unexpectedly")
+
+    repository = MemoryRepository(fail=down_for_a_while)
+    stats = PipelineStats()
+    feed = ScriptedFeed([trade_frame(n) for n in range(50)])
+    assert await run_bridge([feed], repository, NORMALIZERS, config(), stats, clock, never)
+    assert len(repository.options_flow) == 50
+    assert stats.write_failures[Table.OPTIONS_FLOW] > 3
+
+
+async def test_rows_the_database_refuses_are_dead_lettered_and_the_rest_land(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def refuse_size_13(table: Table, rows: Sequence[Row]) -> None:
+        if any(isinstance(row, OptionsFlowRow) and row.size == 13 for row in rows):
+            raise DataRejected('new row violates check constraint "size_limit"')
+
+    repository = MemoryRepository(fail=refuse_size_13)
+    stats = PipelineStats()
+    frames = [trade_frame(n, size=13 if n in (4, 17) else 1) for n in range(30)]
+    assert await run_bridge(
+        [ScriptedFeed(frames)],
+        repository,
+        NORMALIZERS,
+        config(batching=BatchPolicy(max_rows=1000, max_ms=10_000)),
+        stats,
+        clock,
+        never,
+    )
+    assert len(repository.options_flow) == 28
+    letters = list(repository.dead_letters.values())
+    assert len(letters) == 2
+    assert all("the database refused this options_flow row" in letter.reason for letter in letters)
+    assert all('"size":"13"' in letter.frame for letter in letters)
+    assert stats.rows_rejected_by_database[Table.OPTIONS_FLOW] == 2
+
+
+async def test_the_grace_period_bounds_a_flush_that_cannot_finish(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def always_down(table: Table, rows: Sequence[Row]) -> None:
+        raise ConnectionError("connection refused")
+
+    started = trio.current_time()
+    flushed = await run_bridge(
+        [EndlessFeed()],
+        MemoryRepository(fail=always_down),
+        NORMALIZERS,
+        config(shutdown_grace_s=5),
+        PipelineStats(),
+        clock,
+        stop_after(1),
+    )
+    assert not flushed
+    assert trio.current_time() - started == pytest.approx(6, abs=0.5)
+
+
+async def test_frames_of_an_unknown_feed_are_dead_lettered(autojump_clock: trio.testing.MockClock) -> None:
+    repository = MemoryRepository()
+    feed = ScriptedFeed([trade_frame(1, feed="carrier-pigeon")])
+    assert await run_bridge([feed], repository, NORMALIZERS, config(), PipelineStats(), clock, never)
+    (letter,) = repository.dead_letters.values()
+    assert "no normalizer for feed 'carrier-pigeon'" in letter.reason
