@@ -35,7 +35,7 @@ def test_every_bad_variable_is_named_in_one_error() -> None:
 
 def test_secrets_are_never_echoed_and_are_masked_in_the_description() -> None:
     settings = load_settings({"DATABASE_URL": "postgresql://u:hunter2@db/x", "BRIDGE_CONSOLE_TOKEN": "tok-123456"})
-    assert set(settings.secrets()) == {"postgresql://u:hunter2@db/x", "tok-123456"}
+    assert set(settings.secrets()) == {"hunter2", "tok-123456"}
     described = dict(settings.describe())
     assert described["DATABASE_URL"] == "***"
     assert described["BRIDGE_CONSOLE_TOKEN"] == "***"

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, NewType
+from urllib.parse import unquote, urlsplit
 
 import attrs
 import cattrs
@@ -76,9 +77,22 @@ class Settings:
         return BatchPolicy(max_rows=self.batch_max_rows, max_ms=self.batch_max_ms)
 
     def secrets(self) -> list[str]:
-        """Values that must never reach a log line."""
-        values = [getattr(self, field.name) for field in attrs.fields(Settings) if field.metadata["secret"]]
-        return [value for value in values if value]
+        """Values that must never reach a log line: tokens whole, URLs by their password.
+
+        A URL's host and user stay readable in messages (``postgresql://user:***@host/db``);
+        URL-shaped text is redacted structurally by the log redactor anyway.
+        """
+        values: list[str] = []
+        for field in attrs.fields(Settings):
+            value = getattr(self, field.name)
+            if not field.metadata["secret"] or not value:
+                continue
+            if "://" in value:
+                password = urlsplit(value).password
+                values += [password, unquote(password)] if password else []
+            else:
+                values.append(value)
+        return values
 
     def describe(self) -> list[tuple[str, str]]:
         """Every variable with its effective value, secrets masked (for ``bridge check``)."""

@@ -1,0 +1,134 @@
+"""The `bridge` command as an operator runs it: a real process, real PostgreSQL, a loopback stream."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import psycopg
+import trio
+
+from bridge.adapters.simulator.console import SentLog, serve_console_simulator
+from tests.integration.test_pipeline_postgres import good_frames, write_recording
+
+BRIDGE = [sys.executable, "-m", "bridge"]
+
+
+def clean_env(**variables: str) -> dict[str, str]:
+    """The parent's environment without any bridge setting, plus ``variables``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_") and k != "DATABASE_URL"}
+    return {**env, **variables}
+
+
+def bridge(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BRIDGE, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_run_without_any_feed_names_what_to_set(tmp_path: Path) -> None:
+    result = bridge("run", env=clean_env(BRIDGE_HOME=str(tmp_path)))
+    assert result.returncode == 2
+    assert "no feed configured" in result.stderr
+    assert "BRIDGE_CONSOLE_URL" in result.stderr
+
+
+def test_malformed_settings_are_all_named_in_one_message(tmp_path: Path) -> None:
+    result = bridge("run", env=clean_env(BRIDGE_HOME=str(tmp_path), BRIDGE_BATCH_MAX_ROWS="lots",
+                                         BRIDGE_LOG_FORMAT="xml", BRIDGE_CONSOLE_URL="ftp://x",
+                                         BRIDGE_CONSOLE_TOKEN="tok-secret-1"))  # fmt: skip
+    assert result.returncode == 2
+    for expected in ("BRIDGE_BATCH_MAX_ROWS='lots'", "BRIDGE_LOG_FORMAT='xml'", "BRIDGE_CONSOLE_URL='ftp://x'"):
+        assert expected in result.stderr
+    assert "tok-secret-1" not in result.stderr + result.stdout
+
+
+def test_migrate_against_an_unreachable_database_says_so_in_one_line() -> None:
+    result = bridge("migrate", env=clean_env(DATABASE_URL="postgresql://bridge:pw-0f-bridge@127.0.0.1:1/postgres"))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("bridge: cannot reach the database at postgresql://bridge:***@127.0.0.1:1/postgres")
+    assert "pw-0f-bridge" not in result.stderr + result.stdout
+
+
+def test_replay_prints_a_summary(tmp_path: Path, database_url: str) -> None:
+    recording = write_recording(tmp_path / "r.jsonl", [*good_frames(), good_frames()[0]])
+    with recording.open("a") as file:
+        file.write('{"at": "torn line\n')
+    result = bridge("replay", str(recording), env=clean_env(DATABASE_URL=database_url))
+    assert result.returncode == 0, result.stderr
+    assert "replayed 6 frames from 1 file(s)" in result.stdout
+    assert "1 invalid line(s) skipped" in result.stdout
+    assert "options_flow" in result.stdout
+
+
+async def test_run_ingests_a_stream_and_flushes_on_sigterm(tmp_path: Path, database_url: str) -> None:
+    sent = SentLog()
+    token = "console-t0ken-secret"
+    output = tmp_path / "bridge.log"
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(functools.partial(
+            serve_console_simulator, token=token, messages_per_second=5000, batch_size=50, total_messages=3000,
+            log=sent))  # fmt: skip
+        env = clean_env(DATABASE_URL=database_url, BRIDGE_CONSOLE_URL=url, BRIDGE_CONSOLE_TOKEN=token,
+                        BRIDGE_LOG_FORMAT="json", BRIDGE_BATCH_MAX_ROWS="1000000",
+                        BRIDGE_BATCH_MAX_MS="600000")  # fmt: skip
+        with output.open("wb") as log_file:
+            process = await trio.lowlevel.open_process([*BRIDGE, "run"], env=env, stdout=log_file, stderr=log_file)
+            with trio.fail_after(60):
+                while sent.messages_sent < 3000:
+                    await trio.sleep(0.05)
+                await trio.sleep(1.0)  # let the bridge read what is on the socket
+                # nothing is committed yet: batches wait for size or time, both out of reach
+                with psycopg.connect(database_url) as connection:
+                    assert connection.execute("select count(*) from options_flow").fetchone() == (0,)
+                process.send_signal(signal.SIGTERM)
+                code = await process.wait()
+        nursery.cancel_scope.cancel()
+    text = output.read_text()
+    assert code == 0, text
+    with psycopg.connect(database_url) as connection:
+        stored = connection.execute("select count(*) from options_flow").fetchone()
+    assert stored == (sent.messages_by_table["options_flow"],)
+    lines = [orjson.loads(line) for line in text.splitlines() if line.strip()]
+    assert any(line["event"] == "stop requested: stopping feeds and flushing" for line in lines)
+    assert token not in text
+
+
+async def test_record_writes_the_recording_format(tmp_path: Path) -> None:
+    out = tmp_path / "console.jsonl"
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(functools.partial(serve_console_simulator, token="tok-rec", batch_size=3))
+        env = clean_env(BRIDGE_CONSOLE_URL=url, BRIDGE_CONSOLE_TOKEN="tok-rec", BRIDGE_HOME=str(tmp_path))
+        result = await trio.run_process(
+            [*BRIDGE, "record", "--feed", "console", "--out", str(out), "--frames", "5"],
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        nursery.cancel_scope.cancel()
+    assert result.returncode == 0, result.stderr
+    entries = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert len(entries) == 5
+    assert all(set(entry) == {"at", "feed", "frame"} and entry["feed"] == "console" for entry in entries)
+    assert len(orjson.loads(entries[0]["frame"])) == 3
+    assert entries[0]["at"].endswith("Z")
+
+
+def test_demo_runs_end_to_end_on_the_embedded_default(tmp_path: Path) -> None:
+    result = bridge("demo", "--duration", "3", "--rate", "3000",
+                    env=clean_env(BRIDGE_HOME=str(tmp_path / "home"), DATABASE_URL="postgresql://nowhere:1/x"),
+                    timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "simulator sent" in result.stdout
+    assert 'bridge query "select' in result.stdout
+    assert (tmp_path / "home" / "pgdata").is_dir()
+    query = bridge("query", "select count(*) > 1000 as plenty from options_flow",
+                   env=clean_env(BRIDGE_HOME=str(tmp_path / "home")))  # fmt: skip
+    assert query.returncode == 0, query.stderr
+    assert "True" in query.stdout

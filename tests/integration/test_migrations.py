@@ -1,0 +1,92 @@
+"""`bridge migrate`'s runner against a real server: order, records, edits, concurrency, errors."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bridge.adapters.postgres.migrations import (
+    DatabaseUnreachable,
+    MigrationError,
+    default_migrations_dir,
+    migrate,
+    pending,
+)
+
+
+@pytest.fixture
+def empty_database(postgres_server_url: str) -> str:
+    from tests.integration.conftest import with_database
+
+    name = "bridge_test_empty_" + str(threading.get_ident())
+    with psycopg.connect(postgres_server_url, autocommit=True) as connection:
+        connection.execute(f'drop database if exists "{name}" with (force)')
+        connection.execute(f'create database "{name}"')
+    return with_database(postgres_server_url, name)
+
+
+@pytest.fixture
+def migrations_copy(tmp_path: Path) -> Path:
+    return Path(shutil.copytree(default_migrations_dir(), tmp_path / "migrations"))
+
+
+def test_applies_in_order_records_and_is_a_no_op_the_second_time(empty_database: str, migrations_copy: Path) -> None:
+    (migrations_copy / "0002_extra.sql").write_text("create table public.bridge_extra (id int);")
+    assert pending(empty_database, migrations_copy) == ["0001_stream_bridge_tables", "0002_extra"]
+    assert migrate(empty_database, migrations_copy) == ["0001_stream_bridge_tables", "0002_extra"]
+    assert migrate(empty_database, migrations_copy) == []
+    with psycopg.connect(empty_database) as connection:
+        recorded = connection.execute("select version from bridge_schema_migrations order by version").fetchall()
+    assert recorded == [("0001_stream_bridge_tables",), ("0002_extra",)]
+
+
+def test_refuses_to_run_when_an_applied_file_was_edited(empty_database: str, migrations_copy: Path) -> None:
+    migrate(empty_database, migrations_copy)
+    first = migrations_copy / "0001_stream_bridge_tables.sql"
+    first.write_text(first.read_text() + "\n-- edited\n")
+    (migrations_copy / "0002_more.sql").write_text("create table public.bridge_more (id int);")
+    with pytest.raises(MigrationError, match=r"0001_stream_bridge_tables\.sql was edited after it was applied"):
+        migrate(empty_database, migrations_copy)
+    with psycopg.connect(empty_database) as connection:
+        assert connection.execute("select to_regclass('public.bridge_more')").fetchone() == (None,)
+
+
+def test_a_failing_migration_is_rolled_back_whole(empty_database: str, migrations_copy: Path) -> None:
+    (migrations_copy / "0002_broken.sql").write_text("create table public.bridge_half (id int); select 1/0;")
+    with pytest.raises(MigrationError, match=r"0002_broken\.sql failed and was rolled back: division by zero"):
+        migrate(empty_database, migrations_copy)
+    assert pending(empty_database, migrations_copy) == ["0002_broken"]
+    with psycopg.connect(empty_database) as connection:
+        assert connection.execute("select to_regclass('public.bridge_half')").fetchone() == (None,)
+
+
+def test_concurrent_runs_apply_each_migration_once(empty_database: str) -> None:
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(migrate(empty_database))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(results) == [[], [], [], ["0001_stream_bridge_tables"]]
+
+
+def test_an_unreachable_database_is_one_line_without_the_password() -> None:
+    with pytest.raises(DatabaseUnreachable) as caught:
+        migrate("postgresql://bridge:Sup3rSecret@127.0.0.1:1/postgres")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("cannot reach the database at postgresql://bridge:***@127.0.0.1:1/postgres:")
+    assert "Sup3rSecret" not in message

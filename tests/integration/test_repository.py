@@ -1,0 +1,135 @@
+"""The PostgreSQL repository's row semantics, for both options_flow paths (COPY staging and unnest)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import attrs
+import psycopg
+import pytest
+
+from bridge.adapters.postgres.repository import PostgresRepository, open_repository
+from bridge.domain.ids import stable_id
+from bridge.domain.models import (
+    AccountRef,
+    BrokerAccountRow,
+    BrokerBalanceRow,
+    BrokerPositionRow,
+    DeadLetter,
+    NewsEventRow,
+    OptionsFlowRow,
+    Table,
+)
+from bridge.domain.ports import DataRejected
+from tests.integration.conftest import fetch_all
+
+T0 = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
+ACCOUNT = AccountRef("tastytrade", "5WT0001")
+
+
+@pytest.fixture(params=[True, False], ids=["copy", "unnest"])
+def repo(request: pytest.FixtureRequest, database_url: str) -> Iterator[PostgresRepository]:
+    with open_repository(database_url, use_copy=request.param) as repository:
+        yield repository
+
+
+def trade(n: int, **changes: object) -> OptionsFlowRow:
+    row = OptionsFlowRow(
+        id=stable_id("test", n), received_at=T0, event_ts=T0 + timedelta(seconds=n), symbol="SPY",
+        option_symbol="SPY251219C00650000", side="buy", size=Decimal(n + 1), notional=Decimal("123.45"),
+        strike=Decimal(650), trade_price=Decimal("1.2345"), raw={"n": n, "text": "tab\there \\ é \"q\""},
+    )  # fmt: skip
+    return attrs.evolve(row, **changes)
+
+
+def test_options_flow_is_idempotent_and_exact(repo: PostgresRepository, database_url: str) -> None:
+    rows = [trade(n) for n in range(10)]
+    assert repo.write(Table.OPTIONS_FLOW, rows + rows[:3]) == 10  # duplicates inside one batch too
+    assert repo.write(Table.OPTIONS_FLOW, rows) == 0
+    stored = fetch_all(database_url, "options_flow", "event_ts")
+    assert len(stored) == 10
+    assert stored[0]["raw"] == {"n": 0, "text": 'tab\there \\ é "q"'}
+    assert stored[0]["trade_price"] == Decimal("1.2345")
+    assert stored[9]["size"] == Decimal(10)
+
+
+def test_news_updates_by_key_and_keeps_rows_without_time_once(repo: PostgresRepository, database_url: str) -> None:
+    def news(body: str, event_ts: datetime | None = T0) -> NewsEventRow:
+        key = event_ts.isoformat() if event_ts else None
+        return NewsEventRow(id=stable_id("news", "benzinga", key, "Headline"), received_at=T0, source="benzinga",
+                            headline="Headline", event_ts=event_ts, body=body)  # fmt: skip
+
+    assert repo.write(Table.NEWS_EVENTS, [news("first"), news("second")]) == 1  # last in the batch wins
+    repo.write(Table.NEWS_EVENTS, [news("third")])
+    repo.write(Table.NEWS_EVENTS, [news("no time", None), news("no time", None)])
+    assert repo.write(Table.NEWS_EVENTS, [news("no time", None)]) == 0  # unchanged: no write
+    stored = fetch_all(database_url, "news_events", "body")
+    assert [(row["body"], row["event_ts"]) for row in stored] == [("no time", None), ("third", T0)]
+
+
+def test_accounts_are_created_once_labels_kept_and_ids_cached(repo: PostgresRepository, database_url: str) -> None:
+    repo.write(Table.BROKER_ACCOUNTS, [BrokerAccountRow(ACCOUNT, "Main")])
+    repo.write(Table.BROKER_ACCOUNTS, [BrokerAccountRow(ACCOUNT, None)])
+    repo.write(Table.BROKER_POSITIONS, [BrokerPositionRow(ACCOUNT, "SPY", Decimal(1), T0)])
+    repo.write(Table.BROKER_BALANCES, [BrokerBalanceRow(AccountRef("schwab", "42"), T0, cash=Decimal(5))])
+    accounts = fetch_all(database_url, "broker_accounts", "broker")
+    assert [(a["broker"], a["external_account_id"], a["label"]) for a in accounts] == [
+        ("schwab", "42", None),
+        ("tastytrade", "5WT0001", "Main"),
+    ]
+    assert set(repo._account_ids) == {ACCOUNT, AccountRef("schwab", "42")}
+
+
+def test_positions_latest_wins_and_quantity_zero_deletes(repo: PostgresRepository, database_url: str) -> None:
+    def position(symbol: str, qty: int, minutes: int) -> BrokerPositionRow:
+        return BrokerPositionRow(ACCOUNT, symbol, Decimal(qty), T0 + timedelta(minutes=minutes))
+
+    repo.write(Table.BROKER_POSITIONS, [position("SPY", 10, 5), position("QQQ", 3, 5), position("SPY", 7, 1)])
+    assert {r["symbol"]: r["qty"] for r in fetch_all(database_url, "broker_positions")} == {"SPY": 10, "QQQ": 3}
+    assert repo.write(Table.BROKER_POSITIONS, [position("SPY", 99, 2)]) == 0  # older than what is stored
+    repo.write(Table.BROKER_POSITIONS, [position("QQQ", 0, 4)])  # a close older than the row: ignored
+    repo.write(Table.BROKER_POSITIONS, [position("SPY", 0, 6), position("AAPL", 1, 6)])
+    assert {r["symbol"]: r["qty"] for r in fetch_all(database_url, "broker_positions")} == {"QQQ": 3, "AAPL": 1}
+
+
+def test_balances_latest_wins(repo: PostgresRepository, database_url: str) -> None:
+    def balance(cash: int, minutes: int) -> BrokerBalanceRow:
+        return BrokerBalanceRow(ACCOUNT, T0 + timedelta(minutes=minutes), cash=Decimal(cash), raw={"c": cash})
+
+    repo.write(Table.BROKER_BALANCES, [balance(1, 1), balance(3, 3), balance(2, 2)])
+    repo.write(Table.BROKER_BALANCES, [balance(0, 0)])
+    (stored,) = fetch_all(database_url, "broker_balances")
+    assert (stored["cash"], stored["raw"]) == (3, {"c": 3})
+
+
+def test_dead_letters_are_idempotent(repo: PostgresRepository, database_url: str) -> None:
+    letter = DeadLetter(stable_id("dl", 1), "console", T0, "invalid JSON", "{")
+    assert repo.write(Table.DEAD_LETTERS, [letter, letter]) == 1
+    assert repo.write(Table.DEAD_LETTERS, [letter]) == 0
+
+
+def test_content_the_database_refuses_raises_data_rejected_and_writes_nothing(
+    repo: PostgresRepository, database_url: str
+) -> None:
+    bad = trade(99, side="sideways")  # bypasses the normalizer: the check constraint refuses it
+    with pytest.raises(DataRejected, match="options_flow_side_check"):
+        repo.write(Table.OPTIONS_FLOW, [trade(1), bad])
+    assert fetch_all(database_url, "options_flow") == []
+    repo.write(Table.OPTIONS_FLOW, [trade(1)])  # the connection is usable afterwards
+    assert len(fetch_all(database_url, "options_flow")) == 1
+
+
+def test_a_cached_account_deleted_behind_our_back_is_recreated(repo: PostgresRepository, database_url: str) -> None:
+    repo.write(Table.BROKER_POSITIONS, [BrokerPositionRow(ACCOUNT, "SPY", Decimal(1), T0)])
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("delete from broker_positions; delete from broker_accounts")
+    repo.write(Table.BROKER_POSITIONS, [BrokerPositionRow(ACCOUNT, "SPY", Decimal(2), T0)])
+    assert [r["qty"] for r in fetch_all(database_url, "broker_positions")] == [2]
+
+
+def test_count_rows(repo: PostgresRepository) -> None:
+    repo.write(Table.OPTIONS_FLOW, [trade(1), trade(2)])
+    counts = repo.count_rows()
+    assert counts[Table.OPTIONS_FLOW] == 2 and counts[Table.DEAD_LETTERS] == 0 and len(counts) == 6
