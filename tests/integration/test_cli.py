@@ -132,3 +132,19 @@ def test_demo_runs_end_to_end_on_the_embedded_default(tmp_path: Path) -> None:
                    env=clean_env(BRIDGE_HOME=str(tmp_path / "home")))  # fmt: skip
     assert query.returncode == 0, query.stderr
     assert "True" in query.stdout
+
+
+async def test_check_reports_each_component(tmp_path: Path, database_url: str) -> None:
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(functools.partial(serve_console_simulator, token="good-token"))
+        for token, ok in (("good-token", True), ("bad-token", False)):
+            env = clean_env(DATABASE_URL=database_url, BRIDGE_CONSOLE_URL=url, BRIDGE_CONSOLE_TOKEN=token)
+            result = await trio.run_process([*BRIDGE, "check"], env=env, capture_stdout=True, capture_stderr=True,
+                                            check=False)  # fmt: skip
+            out = result.stdout.decode()
+            assert result.returncode == (0 if ok else 1), out
+            assert "ok  database: PostgreSQL" in out and "schema up to date" in out
+            expected = "ok  feed console: connected" if ok else "FAIL  feed console: credentials rejected (HTTP 401)"
+            assert expected in out
+            assert token not in out
+        nursery.cancel_scope.cancel()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from bridge.adapters.recording import RecordingWriter, encode_entry
 from bridge.adapters.replay import ReplayFeed
 from bridge.adapters.simulator.console import SentLog, serve_console_simulator
 from bridge.app.pipeline import PipelineConfig, run_bridge
-from bridge.app.service import normalizers, utc_now
+from bridge.app.service import normalizers, stop_when, utc_now
 from bridge.app.stats import PipelineStats
 from bridge.domain.models import ReceivedFrame, Table
 from bridge.domain.policies import BackoffPolicy, BatchPolicy
@@ -255,45 +254,28 @@ async def test_a_row_the_database_refuses_is_dead_lettered_and_its_batch_lands(
     assert '"size":"5000"' in frame
 
 
-async def run_console(
-    repository: PostgresRepository, url: str, token: str, until: Callable[[], bool], stats: PipelineStats
-) -> None:
-    stops = 0
-
-    async def wait_until_done() -> None:
-        nonlocal stops
-        stops += 1
-        while stops > 1 or not until():  # the first request when done; never a second one
-            await trio.sleep(0.05)
-
-    feed = ConsoleFeed(url=url, token=token, clock=utc_now, max_silence_s=5)
-    with trio.fail_after(60):
-        assert await run_bridge([feed], repository, normalizers(), CONFIG, stats, utc_now, wait_until_done)
-
-
-async def test_a_live_console_stream_lands_every_message(database_url: str, repository: PostgresRepository) -> None:
+async def stream_console(repository: PostgresRepository, **simulator: Any) -> tuple[SentLog, PipelineStats]:
+    """Run the console feed against the simulator until every message it sends has been received."""
     sent = SentLog()
     stats = PipelineStats()
+    total = simulator["total_messages"]
     async with trio.open_nursery() as nursery:
         url = await nursery.start(
             functools.partial(
-                serve_console_simulator,
-                token="t0ken-abc",
-                messages_per_second=None,
-                batch_size=40,
-                total_messages=3000,
-                log=sent,
+                serve_console_simulator, token="t0ken-abc", messages_per_second=None, log=sent, **simulator
             )
         )
-        await run_console(
-            repository,
-            url,
-            "t0ken-abc",
-            lambda: stats.total_frames >= sent.frames_sent > 0 and sent.messages_sent >= 3000,
-            stats,
-        )
+        feed = ConsoleFeed(url=url, token="t0ken-abc", clock=utc_now, max_silence_s=5)
+        everything_received = stop_when(lambda: sent.messages_sent >= total and stats.total_frames >= sent.frames_sent)
+        with trio.fail_after(60):
+            assert await run_bridge([feed], repository, normalizers(), CONFIG, stats, utc_now, everything_received)
         nursery.cancel_scope.cancel()
-    assert sent.messages_sent == 3000
+    assert sent.messages_sent == total
+    return sent, stats
+
+
+async def test_a_live_console_stream_lands_every_message(database_url: str, repository: PostgresRepository) -> None:
+    sent, _ = await stream_console(repository, batch_size=40, total_messages=3000)
     stored = dict(
         query(
             database_url,
@@ -309,28 +291,7 @@ async def test_a_live_console_stream_lands_every_message(database_url: str, repo
 async def test_a_feed_killed_mid_stream_reconnects_and_loses_nothing(
     database_url: str, repository: PostgresRepository
 ) -> None:
-    sent = SentLog()
-    stats = PipelineStats()
-    async with trio.open_nursery() as nursery:
-        url = await nursery.start(
-            functools.partial(
-                serve_console_simulator,
-                token="t0ken-abc",
-                messages_per_second=None,
-                batch_size=25,
-                total_messages=2000,
-                disconnect_every_frames=7,
-                log=sent,
-            )
-        )
-        await run_console(
-            repository,
-            url,
-            "t0ken-abc",
-            lambda: stats.total_frames >= sent.frames_sent > 0 and sent.messages_sent >= 2000,
-            stats,
-        )
-        nursery.cancel_scope.cancel()
+    sent, stats = await stream_console(repository, batch_size=25, total_messages=2000, disconnect_every_frames=7)
     assert stats.feed_restarts["console"] >= 10
     assert query(database_url, "select count(*) from options_flow") == [(sent.messages_by_table["options_flow"],)]
     duplicates = query(database_url, "select count(*) - count(distinct id) from options_flow")

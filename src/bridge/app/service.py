@@ -64,6 +64,19 @@ def signal_waiter(receiver: AsyncIterator[int], *, first_after_s: float | None =
     return wait
 
 
+def stop_when(condition: Callable[[], bool], *, poll_s: float = 0.02) -> StopWaiter:
+    """A stop waiter whose one request comes once ``condition()`` holds (benchmarks, tests, replays)."""
+    calls = 0
+
+    async def wait() -> None:
+        nonlocal calls
+        calls += 1
+        while calls > 1 or not condition():  # noqa: ASYNC110 - counters have no event to wait on
+            await trio.sleep(poll_s)
+
+    return wait
+
+
 async def serve_until_signalled(
     feeds: Sequence[Feed],
     repository: Repository,
