@@ -33,32 +33,23 @@ class Batch:
     ended: bool
     """The channel is closed and drained: this is the writer's last batch."""
 
-    @property
-    def rows(self) -> list[Row]:
-        return [row for _, rows in self.deliveries for row in rows]
-
 
 async def collect_batch(receive: trio.MemoryReceiveChannel[Delivery], policy: BatchPolicy) -> Batch:
     """Wait for a first delivery, then take more until ``max_rows`` or ``max_ms`` after the first."""
     deliveries: list[Delivery] = []
     try:
         deliveries.append(await receive.receive())
+        size = len(deliveries[0][1])
+        with trio.move_on_after(policy.max_wait_s):
+            while size < policy.max_rows:
+                try:
+                    delivery = receive.receive_nowait()  # fast path: no scheduling while rows are waiting
+                except trio.WouldBlock:
+                    delivery = await receive.receive()
+                deliveries.append(delivery)
+                size += len(delivery[1])
     except trio.EndOfChannel:
         return Batch(deliveries, ended=True)
-    size = len(deliveries[0][1])
-    with trio.move_on_after(policy.max_wait_s):
-        while size < policy.max_rows:
-            try:
-                delivery = receive.receive_nowait()
-            except trio.WouldBlock:
-                try:
-                    delivery = await receive.receive()
-                except trio.EndOfChannel:
-                    return Batch(deliveries, ended=True)
-            except trio.EndOfChannel:
-                return Batch(deliveries, ended=True)
-            deliveries.append(delivery)
-            size += len(delivery[1])
     return Batch(deliveries, ended=False)
 
 
