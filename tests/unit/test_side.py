@@ -17,7 +17,9 @@ from bridge.domain.side import infer_side
         ("1.05", "1.00", "1.10", "unknown"),  # at the midpoint
         ("1.05", "1.10", "1.00", "unknown"),  # crossed quote
         ("1.00", "1.00", "1.00", "buy"),  # locked quote: at the ask first
-        ("1.05", "0", "1.10", "unknown"),  # no bid
+        ("0.05", "0", "0.05", "buy"),  # no bid (normal for cheap options): at the ask
+        ("0.01", "0", "0.05", "sell"),  # below the midpoint of a zero-bid quote
+        ("1.05", "1.00", "0", "unknown"),  # no ask: no usable quote
     ],
 )
 def test_side_rule_at_every_boundary(price: str, bid: str, ask: str, side: str) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import orjson
 import psycopg
 import trio
-from trio_websocket import ConnectionRejected, HandshakeError, open_websocket_url
+from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, open_websocket_url
 
 from bridge.adapters.postgres.conninfo import redact_conninfo
 from bridge.adapters.postgres.migrations import DatabaseUnreachable, pending
@@ -22,6 +23,8 @@ def run_checks(settings: Settings) -> list[CheckResult]:
     for name in feeds:
         if name == "console" and settings.console_url:
             results.append(trio.run(check_websocket, name, settings.console_url, settings.console_token))
+        if name == "polygon" and settings.polygon_api_key:
+            results.append(trio.run(check_polygon, settings.polygon_url, settings.polygon_api_key))
     return results
 
 
@@ -56,3 +59,21 @@ async def check_websocket(feed: str, url: str, token: str | None) -> CheckResult
     except (HandshakeError, OSError, trio.TooSlowError) as exc:
         return (f"feed {feed}", False, f"cannot connect: {type(exc).__name__}: {exc}")
     return (f"feed {feed}", True, "connected and accepted the credentials")
+
+
+async def check_polygon(url: str, api_key: str) -> CheckResult:
+    """Connect and authenticate as the feed would, without subscribing to anything."""
+    try:
+        with trio.fail_after(15):
+            async with open_websocket_url(url, connect_timeout=10) as ws:
+                await ws.get_message()  # the "connected" status
+                await ws.send_message(orjson.dumps({"action": "auth", "params": api_key}).decode())
+                while True:
+                    for event in orjson.loads(await ws.get_message()):
+                        status = event.get("status") if isinstance(event, dict) else None
+                        if status == "auth_success":
+                            return ("feed polygon", True, "connected and the API key was accepted")
+                        if status in ("auth_failed", "auth_timeout"):
+                            return ("feed polygon", False, f"API key refused ({status}: {event.get('message')})")
+    except (HandshakeError, ConnectionClosed, OSError, trio.TooSlowError, orjson.JSONDecodeError) as exc:
+        return ("feed polygon", False, f"cannot connect or authenticate: {type(exc).__name__}: {exc}")

@@ -108,6 +108,7 @@ def run() -> None:
             serve_until_signalled,
             [build_feed(name, settings) for name in feeds],
             repository,
+            normalizers(settings.quote_max_age_ms),
             pipeline_config(settings),
             stats,
         )
@@ -152,7 +153,15 @@ def replay(files: tuple[Path, ...], speed: float) -> None:
             async def never() -> None:
                 await trio.sleep_forever()
 
-            return await run_bridge([feed], repository, normalizers(), pipeline_config(settings), stats, utc_now, never)
+            return await run_bridge(
+                [feed],
+                repository,
+                normalizers(settings.quote_max_age_ms),
+                pipeline_config(settings),
+                stats,
+                utc_now,
+                never,
+            )
 
         trio.run(replay_all)
         stored = repository.count_rows()
@@ -227,7 +236,7 @@ def record(feed_name: str, out: Path, duration: float | None, frames: int | None
 @user_errors
 def demo(duration: float, rate: float, database_url: str | None) -> None:
     """The bridge end to end on the embedded default, against built-in simulated streams."""
-    from bridge.app.demo import SAMPLE_QUERY, run_demo
+    from bridge.app.demo import SAMPLE_QUERY, quote_coverage, run_demo
 
     environ = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     settings = settings_from_env(environ)
@@ -239,7 +248,7 @@ def demo(duration: float, rate: float, database_url: str | None) -> None:
     console.print(f"[bold]Stream Bridge demo[/]: simulated Developer Console → {where} ({settings.home})")
     with repository_for(settings, database_url=database_url) as repository:
         before = repository.count_rows()
-        sent = trio.run(
+        result = trio.run(
             functools.partial(
                 run_demo,
                 repository,
@@ -254,12 +263,17 @@ def demo(duration: float, rate: float, database_url: str | None) -> None:
     console.print()
     console.print(summary_table(stats, stored))
     added = stored[Table.OPTIONS_FLOW] - before[Table.OPTIONS_FLOW]
+    sent = result.console
     console.print(
-        f"simulator sent {sent.frames_sent:,} frames: "
+        f"Developer Console simulator sent {sent.frames_sent:,} frames: "
         + ", ".join(f"{count:,} {table}" for table, count in sorted(sent.messages_by_table.items()))
-        + f" and {sent.bad_frames_sent:,} malformed frame(s) (see bridge_dead_letters); "
-        + f"options_flow grew by {added:,} rows."
+        + f" and {sent.bad_frames_sent:,} malformed frame(s) (see bridge_dead_letters)."
     )
+    console.print(
+        f"Polygon simulator sent {result.polygon.messages_sent:,} trades, {result.polygon.extra['quotes']:,} quotes."
+    )
+    console.print(quote_coverage(result.polygon_normalizer))
+    console.print(f"options_flow grew by {added:,} rows.")
     console.print("\nQuery what was stored (works after the demo; starts the embedded database on demand):")
     console.print(f'  bridge query "{SAMPLE_QUERY}"', soft_wrap=True, highlight=False)
     console.print(

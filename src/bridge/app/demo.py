@@ -2,7 +2,8 @@
 
 A newcomer sees the pipeline work end to end without any account or server: the local
 Developer Console simulator streams realistic rows for all five tables (and a few malformed
-frames, to show dead-lettering) over loopback, the bridge ingests them into the embedded
+frames, to show dead-lettering) and the local Polygon/Massive simulator streams OPRA trades and
+quotes, both over loopback; the bridge ingests them into the embedded
 PostgreSQL, a live view shows rates and counts, and a summary says how to query the result.
 """
 
@@ -21,12 +22,15 @@ from rich.panel import Panel
 from rich.table import Table as RichTable
 
 from bridge.adapters.feeds.console import ConsoleFeed
+from bridge.adapters.feeds.polygon import PolygonFeed
 from bridge.adapters.simulator.console import SentLog, serve_console_simulator
+from bridge.adapters.simulator.polygon import serve_polygon_simulator
 from bridge.app.pipeline import PipelineConfig, run_bridge
 from bridge.app.service import normalizers, signal_waiter, utc_now
 from bridge.app.stats import PipelineStats
 from bridge.domain.models import DATA_TABLES, Table
-from bridge.domain.ports import Repository
+from bridge.domain.normalizers.polygon import PolygonNormalizer
+from bridge.domain.ports import Feed, Repository
 from bridge.logs import REDACTOR
 
 SAMPLE_QUERY = (
@@ -50,7 +54,9 @@ class RateMeter:
         self.previous, self.at = Counter(counts), now
 
 
-def render(stats: PipelineStats, meter: RateMeter, elapsed_s: float, duration_s: float) -> Panel:
+def render(
+    stats: PipelineStats, meter: RateMeter, elapsed_s: float, duration_s: float, polygon: PolygonNormalizer
+) -> Panel:
     feeds = RichTable("feed", "state", "frames", "frames/s", "dead-lettered", "restarts", expand=True)
     for feed in sorted(stats.feed_state):
         feeds.add_row(
@@ -70,7 +76,22 @@ def render(stats: PipelineStats, meter: RateMeter, elapsed_s: float, duration_s:
             f"{meter.rates.get('rows:' + table, 0):,.0f}",
         )
     title = f"Stream Bridge demo — {elapsed_s:4.0f}s / {duration_s:.0f}s (Ctrl-C stops early)"
-    return Panel(Group(feeds, tables), title=title)
+    return Panel(Group(feeds, tables, quote_coverage(polygon)), title=title)
+
+
+def quote_coverage(polygon: PolygonNormalizer) -> str:
+    share = polygon.trades_without_quote / polygon.trades if polygon.trades else 0.0
+    return (
+        f"polygon: {polygon.trades:,} trades, {polygon.quotes:,} quotes, NBBO book {len(polygon.book):,} contracts;"
+        f" {polygon.trades_without_quote:,} trades ({share:.0%}) had no usable quote (side unknown)"
+    )
+
+
+@attrs.frozen
+class DemoResult:
+    console: SentLog
+    polygon: SentLog
+    polygon_normalizer: PolygonNormalizer
 
 
 def _counters(stats: PipelineStats) -> Counter[str]:
@@ -90,23 +111,45 @@ async def run_demo(
     console: Console,
     stats: PipelineStats,
     config: PipelineConfig,
-) -> SentLog:
-    """Stream from the simulator into ``repository`` for ``duration_s``; return what was sent."""
-    token = secrets.token_urlsafe(16)
+) -> DemoResult:
+    """Stream from the simulators into ``repository`` for ``duration_s``; return what was sent."""
+    token, api_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     REDACTOR.add(token)
-    sent = SentLog()
+    REDACTOR.add(api_key)
+    sent_console, sent_polygon = SentLog(), SentLog()
+    # A new session each run (the scenarios are deterministic per seed and start), so a second demo adds rows.
+    now, seed = utc_now(), secrets.randbits(32)
+    normalizer_map = normalizers()
+    polygon = normalizer_map["polygon"]
+    assert isinstance(polygon, PolygonNormalizer)
     async with trio.open_nursery() as nursery:
-        url = await nursery.start(
+        console_url = await nursery.start(
             functools.partial(
                 serve_console_simulator,
                 token=token,
-                messages_per_second=rate,
+                messages_per_second=rate / 2,
                 batch_size=25,
                 bad_frame_every=200,
-                log=sent,
+                log=sent_console,
+                seed=seed,
+                start=now,
             )
         )
-        feed = ConsoleFeed(url=url, token=token, clock=utc_now)
+        polygon_url = await nursery.start(
+            functools.partial(
+                serve_polygon_simulator,
+                api_key=api_key,
+                events_per_second=rate,
+                batch_size=50,
+                log=sent_polygon,
+                seed=seed,
+                start=now,
+            )
+        )
+        feeds: list[Feed] = [
+            ConsoleFeed(url=console_url, token=token, clock=utc_now),
+            PolygonFeed(url=polygon_url, api_key=api_key, clock=utc_now, quote_limit=100),
+        ]
         started = trio.current_time()
         meter = RateMeter()
         with (
@@ -118,19 +161,19 @@ async def run_demo(
                 while True:
                     now = trio.current_time()
                     meter.sample(now, _counters(stats))
-                    live.update(render(stats, meter, now - started, duration_s))
+                    live.update(render(stats, meter, now - started, duration_s, polygon))
                     await trio.sleep(0.5)
 
             nursery.start_soon(refresh)
             await run_bridge(
-                [feed],
+                feeds,
                 repository,
-                normalizers(),
+                normalizer_map,
                 config,
                 stats,
                 utc_now,
                 signal_waiter(signals, first_after_s=duration_s),
             )
-            live.update(render(stats, meter, trio.current_time() - started, duration_s))
+            live.update(render(stats, meter, trio.current_time() - started, duration_s, polygon))
         nursery.cancel_scope.cancel()
-    return sent
+    return DemoResult(sent_console, sent_polygon, polygon)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import trio
 
 from bridge.adapters.feeds.console import ConsoleFeed
+from bridge.adapters.feeds.polygon import PolygonFeed
 from bridge.adapters.recording import RecordingWriter
 from bridge.app.pipeline import FrameTap, PipelineConfig, run_bridge
 from bridge.app.settings import Settings
@@ -16,6 +17,7 @@ from bridge.app.stats import FeedState, PipelineStats
 from bridge.app.supervisor import run_supervised
 from bridge.domain.models import ReceivedFrame
 from bridge.domain.normalizers.console import normalize_console
+from bridge.domain.normalizers.polygon import PolygonNormalizer
 from bridge.domain.ports import Feed, Normalizer, Repository
 from bridge.logs import get_logger
 
@@ -28,9 +30,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def normalizers() -> Mapping[str, Normalizer]:
-    """One normalizer per protocol, keyed by the feed name frames carry (live or recorded)."""
-    return {"console": normalize_console}
+def normalizers(quote_max_age_ms: int = 5000) -> Mapping[str, Normalizer]:
+    """One normalizer per protocol, keyed by the feed name frames carry (live or recorded).
+
+    Fresh instances each time: the Polygon normalizer keeps the NBBO book of its stream.
+    """
+    return {"console": normalize_console, "polygon": PolygonNormalizer(quote_max_age_ms=quote_max_age_ms)}
 
 
 def build_feed(name: str, settings: Settings) -> Feed:
@@ -40,6 +45,17 @@ def build_feed(name: str, settings: Settings) -> Feed:
             url=settings.console_url,
             token=settings.console_token,
             clock=utc_now,
+            max_silence_s=settings.max_silence_s,
+        )
+    if name == "polygon":
+        assert settings.polygon_api_key is not None
+        return PolygonFeed(
+            url=settings.polygon_url,
+            api_key=settings.polygon_api_key,
+            clock=utc_now,
+            channels=settings.polygon_subscribe,
+            quote_limit=settings.polygon_quote_limit,
+            quote_contracts=frozenset(settings.polygon_quote_contracts),
             max_silence_s=settings.max_silence_s,
         )
     raise ValueError(f"unknown feed {name!r}")
@@ -80,6 +96,7 @@ def stop_when(condition: Callable[[], bool], *, poll_s: float = 0.02) -> StopWai
 async def serve_until_signalled(
     feeds: Sequence[Feed],
     repository: Repository,
+    normalizers: Mapping[str, Normalizer],
     config: PipelineConfig,
     stats: PipelineStats,
     *,
@@ -87,9 +104,7 @@ async def serve_until_signalled(
 ) -> bool:
     """``bridge run``: the pipeline until SIGTERM/SIGINT; True when everything was flushed."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        return await run_bridge(
-            feeds, repository, normalizers(), config, stats, utc_now, signal_waiter(signals), tap=tap
-        )
+        return await run_bridge(feeds, repository, normalizers, config, stats, utc_now, signal_waiter(signals), tap=tap)
 
 
 class RecordingSink:

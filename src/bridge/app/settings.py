@@ -25,10 +25,12 @@ FeedList = NewType("FeedList", tuple[str, ...])
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
-#: Feeds this version of the bridge can run; each entry names the variables that configure it.
-FEEDS: Final[Mapping[str, tuple[str, ...]]] = {
-    "console": ("BRIDGE_CONSOLE_URL", "BRIDGE_CONSOLE_TOKEN"),
+#: Feeds this version of the bridge can run: the setting whose presence selects it by default.
+FEEDS: Final[Mapping[str, str]] = {
+    "console": "console_url",
+    "polygon": "polygon_api_key",
 }
+ContractList = NewType("ContractList", tuple[str, ...])
 
 
 def _env(name: str, help: str, *, secret: bool = False) -> dict[str, Any]:
@@ -51,6 +53,28 @@ class Settings:
     )
     console_token: str | None = attrs.field(
         default=None, metadata=_env("BRIDGE_CONSOLE_TOKEN", "Developer Console bearer token", secret=True)
+    )
+    polygon_api_key: str | None = attrs.field(
+        default=None, metadata=_env("BRIDGE_POLYGON_API_KEY", "Polygon/Massive API key", secret=True)
+    )
+    polygon_url: str = attrs.field(
+        default="wss://socket.massive.com/options",
+        metadata=_env("BRIDGE_POLYGON_URL", "Polygon/Massive options WebSocket URL"),
+    )
+    polygon_subscribe: str = attrs.field(
+        default="T.*", metadata=_env("BRIDGE_POLYGON_SUBSCRIBE", "channels to subscribe, e.g. T.* or T.O:SPY…")
+    )
+    polygon_quote_contracts: ContractList = attrs.field(
+        default=ContractList(()),
+        metadata=_env("BRIDGE_POLYGON_QUOTE_CONTRACTS", "contracts whose quotes are always streamed (comma-separated)"),
+    )
+    polygon_quote_limit: PositiveInt = attrs.field(
+        default=PositiveInt(1000),
+        metadata=_env("BRIDGE_POLYGON_QUOTE_LIMIT", "contracts one connection may stream quotes for"),
+    )
+    quote_max_age_ms: PositiveInt = attrs.field(
+        default=PositiveInt(5000),
+        metadata=_env("BRIDGE_QUOTE_MAX_AGE_MS", "oldest quote (event time) that may give a trade its side"),
     )
     batch_max_rows: PositiveInt = attrs.field(
         default=PositiveInt(5000), metadata=_env("BRIDGE_BATCH_MAX_ROWS", "rows per batch at most")
@@ -141,6 +165,10 @@ def _feed_list(value: object, _: object) -> tuple[str, ...]:
     return names
 
 
+def _contract_list(value: object, _: object) -> tuple[str, ...]:
+    return tuple(item.strip().upper() for item in str(value).split(",") if item.strip())
+
+
 def _websocket_url(value: object, _: object) -> str:
     text = str(value).strip()
     if not re.match(r"^wss?://[^/\s]+", text):
@@ -152,7 +180,8 @@ _converter = cattrs.Converter(detailed_validation=True)
 _converter.register_structure_hook(PositiveInt, _positive_int)
 _converter.register_structure_hook(PositiveFloat, _positive_float)
 _converter.register_structure_hook(FeedList, _feed_list)
-_URL_FIELDS: Final = {"console_url"}
+_converter.register_structure_hook(ContractList, _contract_list)
+_URL_FIELDS: Final = {"console_url", "polygon_url"}
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -209,16 +238,18 @@ def selected_feeds(settings: Settings) -> list[str]:
     """The feeds to run: BRIDGE_FEEDS, or every feed with settings present."""
     if settings.feeds is not None:
         return list(settings.feeds)
-    return [name for name in FEEDS if getattr(settings, f"{name}_url", None)]
+    return [name for name, selector in FEEDS.items() if getattr(settings, selector)]
 
 
 def feed_problems(settings: Settings, feeds: list[str]) -> list[str]:
     """What is missing for the selected feeds to run."""
     problems = []
+    selectors = {field.name: field.metadata["env"] for field in attrs.fields(Settings)}
     if not feeds:
-        variables = ", ".join(var for names in FEEDS.values() for var in names)
+        variables = ", ".join(selectors[selector] for selector in FEEDS.values())
         problems.append(f"no feed configured: set BRIDGE_FEEDS or a feed's settings ({variables})")
+    needs = {"console": "its WebSocket URL", "polygon": "the API key"}
     for name in feeds:
-        if name == "console" and not settings.console_url:
-            problems.append("BRIDGE_CONSOLE_URL is not set: the console feed needs its WebSocket URL")
+        if not getattr(settings, FEEDS[name]):
+            problems.append(f"{selectors[FEEDS[name]]} is not set: the {name} feed needs {needs[name]}")
     return problems

@@ -22,6 +22,8 @@ class UndecodableFrame(ValueError):
 
 
 def decode_json(frame: ReceivedFrame) -> object:
+    if frame.decoded is not None:
+        return frame.decoded
     try:
         return orjson.loads(frame.text)
     except orjson.JSONDecodeError as exc:

@@ -46,11 +46,16 @@ DATA_TABLES: Final = (
 
 @attrs.frozen
 class ReceivedFrame:
-    """One inbound WebSocket message exactly as it arrived, with who sent it and when."""
+    """One inbound WebSocket message exactly as it arrived, with who sent it and when.
+
+    ``decoded`` optionally carries the frame's JSON already parsed by a feed that had to look
+    inside it (to manage subscriptions), so the normalizer does not parse it a second time.
+    """
 
     feed: str
     received_at: datetime
     text: str
+    decoded: object = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen

@@ -7,13 +7,19 @@ from decimal import Decimal
 from bridge.domain.models import Side
 
 
+def usable_quote(bid: Decimal | None, ask: Decimal | None) -> bool:
+    """A two-sided, uncrossed quote with a positive ask (a zero bid is normal for cheap options)."""
+    return bid is not None and ask is not None and ask > 0 and 0 <= bid <= ask
+
+
 def infer_side(price: Decimal, bid: Decimal | None, ask: Decimal | None) -> Side:
     """price >= ask: buy; price <= bid: sell; strictly between: above mid buy, below sell, at mid unknown.
 
-    A missing, zero-width-negative (crossed) or non-positive quote is no usable quote: ``unknown``.
+    No usable quote (missing, crossed, no ask): ``unknown``.
     """
-    if bid is None or ask is None or bid <= 0 or ask <= 0 or bid > ask:
+    if not usable_quote(bid, ask):
         return "unknown"
+    assert bid is not None and ask is not None
     if price >= ask:
         return "buy"
     if price <= bid:

@@ -1,14 +1,15 @@
 """The WebSocket session every vendor feed shares: connect, say hello, receive, notice a dead stream.
 
-Vendor modules supply only what differs: the URL and headers, what to send once connected
-(authenticate, subscribe) and how long silence may last. Every inbound text message is emitted
-as a frame, status and heartbeat messages included, so a recording holds the whole session.
+Vendor modules supply only what differs: the URL and headers, a ``SessionProtocol`` (what to say
+once connected, what to do on each frame) and how long silence may last. Every inbound text
+message is emitted as a frame, status and heartbeat messages included, so a recording holds the
+whole session.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
+from typing import Final, Protocol
 
 import attrs
 import trio
@@ -21,7 +22,20 @@ from bridge.logs import get_logger
 log = get_logger(__name__)
 
 REJECTED_CREDENTIALS_RETRY_S: Final = 300.0
-Hello = Callable[[WebSocketConnection], Awaitable[None]]
+Receive = Callable[[], Awaitable[ReceivedFrame]]
+"""Reads the next frame during the hello (the frame is emitted too, so recordings keep it)."""
+
+
+class SessionProtocol(Protocol):
+    """The vendor-specific part of a session."""
+
+    async def hello(self, ws: WebSocketConnection, receive: Receive) -> None:
+        """Authenticate and subscribe; raise ``RetryLater`` when the vendor refuses the credentials."""
+        ...
+
+    async def on_frame(self, ws: WebSocketConnection, frame: ReceivedFrame) -> ReceivedFrame:
+        """Look at a frame before it is emitted (log status, adjust subscriptions); return it."""
+        ...
 
 
 class StreamStalled(Exception):
@@ -38,8 +52,7 @@ class WebSocketSession:
     url: str
     clock: Clock
     headers: Sequence[tuple[str, str]] = ()
-    hello: Hello | None = None
-    """Sent after the handshake, before frames are read as data (authentication, subscriptions)."""
+    protocol: SessionProtocol | None = None
     max_silence_s: float | None = 90.0
     max_message_bytes: int = 16 * 1024 * 1024
 
@@ -55,8 +68,14 @@ class WebSocketSession:
                 connect_timeout=15,
                 disconnect_timeout=5,
             ) as ws:
-                if self.hello is not None:
-                    await self.hello(ws)
+                if self.protocol is not None:
+
+                    async def receive() -> ReceivedFrame:
+                        frame = await self._next_frame(ws)
+                        await sink.emit(frame)
+                        return frame
+
+                    await self.protocol.hello(ws, receive)
                 sink.connected(self.feed)
                 log.info("feed connected", feed=self.feed)
                 await self._receive(ws, sink)
@@ -74,12 +93,18 @@ class WebSocketSession:
 
     async def _receive(self, ws: WebSocketConnection, sink: FrameSink) -> None:
         while True:
-            if self.max_silence_s is None:
+            frame = await self._next_frame(ws)
+            if self.protocol is not None:
+                frame = await self.protocol.on_frame(ws, frame)
+            await sink.emit(frame)
+
+    async def _next_frame(self, ws: WebSocketConnection) -> ReceivedFrame:
+        if self.max_silence_s is None:
+            message = await ws.get_message()
+        else:
+            with trio.move_on_after(self.max_silence_s) as silence:
                 message = await ws.get_message()
-            else:
-                with trio.move_on_after(self.max_silence_s) as silence:
-                    message = await ws.get_message()
-                if silence.cancelled_caught:
-                    raise StreamStalled(f"no message for {self.max_silence_s:g} s")
-            text = message if isinstance(message, str) else message.decode("utf-8", errors="replace")
-            await sink.emit(ReceivedFrame(self.feed, self.clock(), text))
+            if silence.cancelled_caught:
+                raise StreamStalled(f"no message for {self.max_silence_s:g} s")
+        text = message if isinstance(message, str) else message.decode("utf-8", errors="replace")
+        return ReceivedFrame(self.feed, self.clock(), text)

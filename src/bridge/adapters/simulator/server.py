@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -29,12 +29,15 @@ class SentLog:
     bad_frames_by_kind: Counter[str] = attrs.Factory(Counter)
     messages: list[dict[str, Any]] = attrs.Factory(list)
     connections: int = 0
+    #: Protocol-level counts a simulator wants to report (quotes sent, subscriptions held, …).
+    extra: Counter[str] = attrs.Factory(Counter)
 
-    def record_good(self, batch: list[dict[str, Any]]) -> None:
+    def record_good(self, batch: list[dict[str, Any]], rows_by_table: Mapping[str, int] | None = None) -> None:
+        """A frame of good messages; ``rows_by_table`` says which rows they should become (default: ``type``)."""
+        counts = Counter(message["type"] for message in batch) if rows_by_table is None else rows_by_table
         self.frames_sent += 1
-        self.messages_sent += len(batch)
-        for message in batch:
-            self.messages_by_table[message["type"]] += 1
+        self.messages_sent += sum(counts.values())
+        self.messages_by_table.update(counts)
         if self.keep_messages:
             self.messages.extend(batch)
 

@@ -1,0 +1,127 @@
+"""Feed ``polygon``: the Polygon.io / Massive options WebSocket (OPRA trades and quotes).
+
+Protocol, as the vendor documents it: on open the server sends a ``connected`` status; the client
+sends ``{"action": "auth", "params": KEY}`` and gets ``auth_success`` or ``auth_failed``; then
+``{"action": "subscribe", "params": "T.*,Q.O:…"}``, each channel acknowledged by a ``success``
+status. Every server frame is a JSON array of events. Quotes may be streamed for a limited number of
+contracts per connection (1,000 documented), so ``Q.*`` is not possible: this feed subscribes quotes
+for the configured contracts and for contracts as they start trading, dropping the least recently
+traded when the limit is reached. On reconnect it authenticates and subscribes again, quotes
+included. A refused key is reported and retried only after a long wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import attrs
+import orjson
+from trio_websocket import WebSocketConnection
+
+from bridge.adapters.feeds.websocket import REJECTED_CREDENTIALS_RETRY_S, Receive, WebSocketSession
+from bridge.domain.models import ReceivedFrame
+from bridge.domain.ports import Clock, FrameSink, RetryLater
+from bridge.domain.quote_subscriptions import QuoteSubscriptions
+from bridge.logs import get_logger
+
+NAME: Final = "polygon"
+DEFAULT_URL: Final = "wss://socket.massive.com/options"
+ERROR_STATUSES: Final = frozenset({"auth_failed", "auth_timeout", "max_connections", "error"})
+log = get_logger(__name__, feed=NAME)
+
+
+class ProtocolError(Exception):
+    """The server did not follow the documented handshake."""
+
+
+def _events(decoded: object) -> list[dict[str, Any]]:
+    return [event for event in decoded if isinstance(event, dict)] if isinstance(decoded, list) else []
+
+
+@attrs.define
+class PolygonProtocol:
+    api_key: str
+    channels: str
+    quotes: QuoteSubscriptions
+    quote_messages_sent: int = 0
+
+    async def hello(self, ws: WebSocketConnection, receive: Receive) -> None:
+        await self._wait_for_status(receive, {"connected"})
+        await ws.send_message(orjson.dumps({"action": "auth", "params": self.api_key}).decode())
+        status, message = await self._wait_for_status(receive, {"auth_success", "auth_failed", "auth_timeout"})
+        if status != "auth_success":
+            raise RetryLater(f"the server refused the API key ({status}: {message})", REJECTED_CREDENTIALS_RETRY_S)
+        channels = [channel for channel in self.channels.split(",") if channel]
+        channels += [f"Q.{contract}" for contract in self.quotes.current]
+        await self._send(ws, "subscribe", channels)
+
+    async def on_frame(self, ws: WebSocketConnection, frame: ReceivedFrame) -> ReceivedFrame:
+        try:
+            decoded = orjson.loads(frame.text)
+        except orjson.JSONDecodeError:
+            return frame  # the normalizer dead-letters it with the reason
+        traded: list[str] = []
+        for event in _events(decoded):
+            kind = event.get("ev")
+            if kind == "T" and isinstance(event.get("sym"), str):
+                traded.append(event["sym"])
+            elif kind == "status":
+                self._log_status(event)
+        if traded:
+            added, dropped = self.quotes.on_trades(traded)
+            if dropped:
+                await self._send(ws, "unsubscribe", [f"Q.{contract}" for contract in dropped])
+            if added:
+                await self._send(ws, "subscribe", [f"Q.{contract}" for contract in added])
+        return attrs.evolve(frame, decoded=decoded)
+
+    async def _send(self, ws: WebSocketConnection, action: str, channels: Sequence[str]) -> None:
+        if channels:
+            await ws.send_message(orjson.dumps({"action": action, "params": ",".join(channels)}).decode())
+            self.quote_messages_sent += 1
+
+    async def _wait_for_status(self, receive: Receive, wanted: set[str]) -> tuple[str, str]:
+        while True:
+            frame = await receive()
+            try:
+                decoded = orjson.loads(frame.text)
+            except orjson.JSONDecodeError:
+                raise ProtocolError(f"expected a status frame during the handshake, got {frame.text[:200]!r}") from None
+            for event in _events(decoded):
+                if event.get("ev") == "status":
+                    self._log_status(event)
+                    if event.get("status") in wanted:
+                        return str(event["status"]), str(event.get("message", ""))
+
+    @staticmethod
+    def _log_status(event: dict[str, Any]) -> None:
+        status, message = event.get("status"), event.get("message")
+        if status in ERROR_STATUSES:
+            log.warning("server status", status=status, message=message)
+        else:
+            log.info("server status", status=status, message=message)
+
+
+@attrs.define
+class PolygonFeed:
+    url: str
+    api_key: str
+    clock: Clock
+    channels: str = "T.*"
+    quote_limit: int = 1000
+    quote_contracts: frozenset[str] = frozenset()
+    max_silence_s: float | None = 90.0
+    name: str = NAME
+    finite: bool = False
+    protocol: PolygonProtocol = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        pinned = frozenset(c if c.startswith("O:") else f"O:{c}" for c in self.quote_contracts)
+        self.protocol = PolygonProtocol(self.api_key, self.channels, QuoteSubscriptions(self.quote_limit, pinned))
+
+    async def run(self, sink: FrameSink) -> None:
+        session = WebSocketSession(
+            feed=self.name, url=self.url, clock=self.clock, protocol=self.protocol, max_silence_s=self.max_silence_s
+        )
+        await session.run(sink)

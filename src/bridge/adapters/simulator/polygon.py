@@ -1,0 +1,186 @@
+"""A local Polygon/Massive options WebSocket: the documented handshake, then batched trades and quotes.
+
+Speaks the protocol the ``polygon`` feed expects: ``connected`` status on open, ``auth`` answered
+with ``auth_success`` or ``auth_failed`` (then the connection is closed), ``subscribe`` and
+``unsubscribe`` acknowledged per channel. Trades are sent for ``T.*`` (or ``T.<contract>``), quotes
+only for the contracts subscribed with ``Q.<contract>``, as the real service limits quotes per
+connection (``quote_limit``: going beyond it is answered with an ``error`` status and counted).
+The scenario is deterministic and shared by all connections, so a reconnecting client resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import orjson
+import trio
+from trio_websocket import ConnectionClosed, WebSocketRequest
+
+from bridge.adapters.simulator.server import SentLog, serve_loopback
+
+EXCHANGES: Final = (300, 301, 302, 303, 304, 307, 308, 309, 312, 313, 315, 316, 319, 322, 323, 325)
+ROOTS: Final = (("SPY", 600.0, 1.0), ("QQQ", 520.0, 1.0), ("SPXW", 6000.0, 5.0), ("AAPL", 230.0, 2.5),
+                ("TSLA", 350.0, 5.0), ("NVDA", 180.0, 1.0), ("IWM", 240.0, 1.0))  # fmt: skip
+
+
+def _status(status: str, message: str) -> str:
+    return orjson.dumps([{"ev": "status", "status": status, "message": message}]).decode()
+
+
+class PolygonScenario:
+    """An endless deterministic OPRA session over ``contracts`` contracts: quotes and trades (Unix ms)."""
+
+    def __init__(self, seed: int = 0, start: datetime | None = None, contracts: int = 200, quote_share: float = 0.6):
+        self.rng = random.Random(seed)
+        self.at_ms = int((start or datetime(2026, 11, 20, 14, 30, tzinfo=UTC)).timestamp() * 1000)
+        self.quote_share = quote_share
+        first_friday = (start or datetime(2026, 11, 20, tzinfo=UTC)).date()
+        first_friday += timedelta(days=(4 - first_friday.weekday()) % 7 or 7)
+        self.contracts: list[str] = []
+        self.mids: dict[str, float] = {}
+        self.sequence: Counter[str] = Counter()
+        for _ in range(contracts):
+            root, spot, step = self.rng.choice(ROOTS)
+            expiration = first_friday + timedelta(weeks=self.rng.randint(0, 6))
+            kind = self.rng.choice("CP")
+            strike = round(spot / step + self.rng.randint(-15, 15)) * step
+            ticker = f"O:{root}{expiration:%y%m%d}{kind}{round(strike * 1000):08d}"
+            if ticker not in self.mids:
+                self.contracts.append(ticker)
+                self.mids[ticker] = max(0.05, spot * 0.015 * math.exp(-abs(spot - strike) / (spot * 0.04)))
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        rng = self.rng
+        while True:
+            self.at_ms += rng.choice((0, 1, 1, 2, 5))
+            ticker = rng.choice(self.contracts)
+            mid = self.mids[ticker] = max(0.05, self.mids[ticker] * math.exp(rng.gauss(0, 0.002)))
+            half = max(0.01, round(mid * 0.02, 2))
+            bid, ask = round(max(0.0, mid - half), 2), round(mid + half, 2)
+            self.sequence[ticker] += 1
+            if rng.random() < self.quote_share:
+                yield {"ev": "Q", "sym": ticker, "bx": rng.choice(EXCHANGES), "ax": rng.choice(EXCHANGES),
+                       "bp": bid, "ap": ask, "bs": rng.randint(1, 500), "as": rng.randint(1, 500),
+                       "t": self.at_ms, "q": self.sequence[ticker]}  # fmt: skip
+            else:
+                price = rng.choice((bid, ask, ask, round((bid + ask) / 2, 3), round(ask + 0.01, 2)))
+                yield {"ev": "T", "sym": ticker, "x": rng.choice(EXCHANGES), "p": price,
+                       "s": min(int(rng.paretovariate(1.2)), 10_000), "c": [rng.choice((209, 219, 227, 233))],
+                       "t": self.at_ms, "q": self.sequence[ticker]}  # fmt: skip
+
+
+async def serve_polygon_simulator(
+    *,
+    api_key: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    events_per_second: float | None = 5000,
+    batch_size: int = 100,
+    total_trades: int | None = None,
+    disconnect_every_frames: int | None = None,
+    quote_limit: int = 1000,
+    contracts: int = 200,
+    seed: int = 0,
+    start: datetime | None = None,
+    log: SentLog | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled; ``task_status.started`` gets the ``ws://`` URL. ``log`` counts trades as
+    ``options_flow`` messages and keeps ``extra['quotes']``, ``extra['max_quote_subscriptions']``."""
+    sent = log if log is not None else SentLog()
+    events = PolygonScenario(seed, start, contracts=contracts).events()
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        sent.connections += 1
+        send_lock = trio.Lock()
+        channels: set[str] = set()
+        subscribed = trio.Event()
+
+        async def send(text: str) -> None:
+            async with send_lock:
+                await ws.send_message(text)
+
+        try:
+            await send(_status("connected", "Connected Successfully"))
+            with trio.move_on_after(10) as auth_wait:
+                auth = orjson.loads(await ws.get_message())
+            if auth_wait.cancelled_caught:
+                await send(_status("auth_timeout", "no auth message"))
+                await ws.aclose()
+                return
+            if auth.get("action") != "auth" or auth.get("params") != api_key:
+                await send(_status("auth_failed", "authentication failed"))
+                sent.extra["auth_failed"] += 1
+                await ws.aclose(code=1008, reason="authentication failed")
+                return
+            await send(_status("auth_success", "authenticated"))
+
+            async def read_subscriptions() -> None:
+                while True:
+                    request_ = orjson.loads(await ws.get_message())
+                    action, params = request_.get("action"), str(request_.get("params", ""))
+                    for channel in filter(None, params.split(",")):
+                        if action == "subscribe":
+                            quotes = sum(1 for c in channels if c.startswith("Q."))
+                            if channel.startswith("Q.") and channel not in channels and quotes >= quote_limit:
+                                sent.extra["quote_limit_exceeded"] += 1
+                                await send(_status("error", f"quote subscription limit {quote_limit} reached"))
+                                continue
+                            channels.add(channel)
+                            await send(_status("success", f"subscribed to: {channel}"))
+                        elif action == "unsubscribe":
+                            channels.discard(channel)
+                            await send(_status("success", f"unsubscribed to: {channel}"))
+                    quotes = sum(1 for c in channels if c.startswith("Q."))
+                    sent.extra["max_quote_subscriptions"] = max(sent.extra["max_quote_subscriptions"], quotes)
+                    if any(c.startswith("T.") for c in channels):
+                        subscribed.set()
+
+            def wanted(event: dict[str, Any]) -> bool:
+                kind = event["ev"]
+                return f"{kind}.*" in channels or f"{kind}.{event['sym']}" in channels
+
+            async def stream() -> None:
+                await subscribed.wait()
+                frames_here = 0
+                next_due = trio.current_time()
+                while disconnect_every_frames is None or frames_here < disconnect_every_frames:
+                    left = None if total_trades is None else total_trades - sent.messages_by_table["options_flow"]
+                    if left is not None and left <= 0:
+                        await trio.sleep_forever()
+                    batch: list[dict[str, Any]] = []
+                    trades = 0
+                    while len(batch) < batch_size and (left is None or trades < left):
+                        event = next(events)
+                        if not wanted(event):
+                            continue  # not subscribed: the real service would not send it either
+                        batch.append(event)
+                        trades += event["ev"] == "T"
+                    if events_per_second is not None:
+                        next_due = max(next_due, trio.current_time() - 1) + len(batch) / events_per_second
+                        await trio.sleep_until(next_due)
+                    else:
+                        await trio.lowlevel.checkpoint()
+                    await send(orjson.dumps(batch).decode())
+                    sent.record_good(batch, {"options_flow": trades})
+                    sent.extra["quotes"] += len(batch) - trades
+                    frames_here += 1
+                await ws.aclose(code=1001, reason="simulated disconnect")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_subscriptions)
+                await stream()
+                nursery.cancel_scope.cancel()
+        except* ConnectionClosed:
+            pass  # the client went away (or we closed it): this connection is over
+
+    await serve_loopback(handler, host=host, port=port, path="/options", task_status=task_status)
+
+
+__all__ = ["PolygonScenario", "SentLog", "serve_polygon_simulator"]

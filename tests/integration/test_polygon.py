@@ -1,0 +1,126 @@
+"""The polygon feed end to end: the vendor protocol on a loopback server, real PostgreSQL."""
+
+from __future__ import annotations
+
+import functools
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import trio
+
+from bridge.adapters.feeds.polygon import PolygonFeed
+from bridge.adapters.postgres.repository import PostgresRepository
+from bridge.adapters.replay import ReplayFeed
+from bridge.adapters.simulator.polygon import SentLog, serve_polygon_simulator
+from bridge.app.pipeline import run_bridge
+from bridge.app.service import normalizers, stop_when, utc_now
+from bridge.app.stats import PipelineStats
+from bridge.domain.models import Table
+from bridge.domain.normalizers.polygon import PolygonNormalizer
+from tests.integration.test_pipeline_postgres import CONFIG
+
+SESSION = Path(__file__).parent.parent / "fixtures" / "polygon_session.jsonl"
+KEY = "polygon-key-123"
+
+
+def query(url: str, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as connection:
+        return connection.execute(sql).fetchall()  # type: ignore[arg-type]
+
+
+async def never() -> None:
+    await trio.sleep_forever()
+
+
+async def test_a_recorded_session_replays_into_exact_rows(database_url: str, repository: PostgresRepository) -> None:
+    for _ in range(2):  # the second replay changes nothing
+        assert await run_bridge([ReplayFeed([SESSION])], repository, normalizers(), CONFIG, PipelineStats(), utc_now,
+                                never)  # fmt: skip
+    rows = query(database_url, "select raw->>'q', symbol, option_symbol, side, trade_price::text, size::int,"
+                               " notional::text, bid::text, ask::text, venue, source, strike::int, expiration::text,"
+                               " option_type, event_ts = to_timestamp((raw->>'t')::bigint / 1000.0)"
+                               " from options_flow order by event_ts")  # fmt: skip
+    assert rows == [
+        ("101", "SPY", "SPY251219C00650000", "buy", "2.4", 5, "1200.0", "2.3", "2.4", "XCBO", "polygon", 650,
+         "2025-12-19", "call", True),
+        ("102", "SPY", "SPY251219C00650000", "unknown", "2.35", 1, "235.00", "2.3", "2.4", "ARCO", "polygon", 650,
+         "2025-12-19", "call", True),
+        ("7", "SPX", "SPXW251219P06000000", "unknown", "41.5", 2, "8300.0", None, None, "399", "polygon", 6000,
+         "2025-12-19", "put", True),
+        ("104", "SPY", "SPY251219C00650000", "sell", "2.33", 10, "2330.00", "2.32", "2.38", "XPHL", "polygon", 650,
+         "2025-12-19", "call", True),
+        ("105", "SPY", "SPY251219C00650000", "sell", "2.32", 4, "928.00", "2.32", "2.38", "XNDQ", "polygon", 650,
+         "2025-12-19", "call", True),
+        ("106", "SPY", "SPY251219C00650000", "unknown", "2.38", 3, "714.00", None, None, "XCBO", "polygon", 650,
+         "2025-12-19", "call", True),
+    ]  # fmt: skip
+    ((reason,),) = query(database_url, "select reason from bridge_dead_letters")
+    assert reason == "event 0: event type 'AM' is not stored by this bridge"
+
+
+async def stream_polygon(
+    repository: PostgresRepository, *, total_trades: int, quote_limit: int = 1000, **simulator: Any
+) -> tuple[SentLog, PipelineStats, PolygonFeed, PolygonNormalizer]:
+    sent = SentLog()
+    stats = PipelineStats()
+    normalizer_map = normalizers()
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(functools.partial(
+            serve_polygon_simulator, api_key=KEY, events_per_second=None, total_trades=total_trades,
+            quote_limit=quote_limit, log=sent, **simulator))  # fmt: skip
+        feed = PolygonFeed(url=url, api_key=KEY, clock=utc_now, quote_limit=quote_limit, max_silence_s=5)
+        done = stop_when(lambda: stats.rows_normalized[Table.OPTIONS_FLOW] >= total_trades)
+        with trio.fail_after(60):
+            assert await run_bridge([feed], repository, normalizer_map, CONFIG, stats, utc_now, done)
+        nursery.cancel_scope.cancel()
+    normalizer = normalizer_map["polygon"]
+    assert isinstance(normalizer, PolygonNormalizer)
+    return sent, stats, feed, normalizer
+
+
+async def test_a_live_stream_lands_every_trade_with_quotes_managed_within_the_limit(
+    database_url: str, repository: PostgresRepository
+) -> None:
+    sent, _, feed, normalizer = await stream_polygon(repository, total_trades=4000, quote_limit=25, contracts=120)
+    assert query(database_url, "select count(*), count(distinct id) from options_flow") == [(4000, 4000)]
+    assert sent.extra["max_quote_subscriptions"] == 25  # it filled the limit...
+    assert sent.extra["quote_limit_exceeded"] == 0  # ...and never asked for more
+    assert sent.extra["quotes"] > 0
+    assert len(feed.protocol.quotes.current) == 25
+    # Trades of contracts without a current quote subscription have no usable quote; the count is reported.
+    assert 0 < normalizer.trades_without_quote < normalizer.trades == 4000
+    sides = dict(query(database_url, "select side, count(*) from options_flow group by side"))
+    assert sides["buy"] > 0 and sides["sell"] > 0 and sides["unknown"] >= normalizer.trades_without_quote
+    unquoted = query(database_url, "select count(*) from options_flow where bid is null")
+    assert unquoted == [(normalizer.trades_without_quote,)]
+
+
+async def test_a_server_closing_every_few_frames_loses_and_duplicates_nothing(
+    database_url: str, repository: PostgresRepository
+) -> None:
+    sent, stats, _, _ = await stream_polygon(repository, total_trades=3000, disconnect_every_frames=5, batch_size=50)
+    assert stats.feed_restarts["polygon"] >= 10
+    assert sent.connections == stats.feed_restarts["polygon"] + 1
+    assert query(database_url, "select count(*), count(distinct id) from options_flow") == [(3000, 3000)]
+    assert query(database_url, "select count(*) from bridge_dead_letters") == [(0,)]
+
+
+async def test_a_wrong_key_ends_in_auth_failed_handling_not_a_crash(repository: PostgresRepository) -> None:
+    sent = SentLog()
+    stats = PipelineStats()
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(functools.partial(serve_polygon_simulator, api_key=KEY, log=sent))
+        feed = PolygonFeed(url=url, api_key="not-the-key", clock=utc_now)
+
+        async def one_second() -> None:
+            await trio.sleep(1)
+
+        with trio.fail_after(30):
+            assert await run_bridge([feed], repository, normalizers(), CONFIG, stats, utc_now, one_second)
+        nursery.cancel_scope.cancel()
+    assert "the server refused the API key (auth_failed: authentication failed)" in stats.feed_last_error["polygon"]
+    assert stats.feed_restarts["polygon"] == 1 and sent.extra["auth_failed"] == 1  # waiting minutes, not looping
+    assert "not-the-key" not in stats.feed_last_error["polygon"]
+    assert Decimal(1)  # the pipeline itself stayed up and flushed (run_bridge returned True above)

@@ -1,0 +1,134 @@
+"""Polygon/Massive option events → options_flow rows, with the NBBO side rule at its boundaries."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from bridge.domain.models import OptionsFlowRow, ReceivedFrame
+from bridge.domain.nbbo import NbboBook, Quote
+from bridge.domain.normalizers.polygon import PolygonNormalizer
+from bridge.domain.quote_subscriptions import QuoteSubscriptions
+
+T = 1763649000000  # 2025-11-20T14:30:00Z in Unix ms
+SYM = "O:SPY251219C00650000"
+RECEIVED = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
+
+
+def frame(*events: object) -> ReceivedFrame:
+    return ReceivedFrame("polygon", RECEIVED, orjson.dumps(list(events)).decode())
+
+
+def quote(bp: float, ap: float, t: int = T, sym: str = SYM) -> dict[str, object]:
+    return {"ev": "Q", "sym": sym, "bx": 302, "ax": 313, "bp": bp, "ap": ap, "bs": 10, "as": 12, "t": t, "q": 1}
+
+
+def trade(p: float, t: int = T + 100, sym: str = SYM, x: int = 302, q: int = 7, s: int = 3) -> dict[str, object]:
+    return {"ev": "T", "sym": sym, "x": x, "p": p, "s": s, "c": [209], "t": t, "q": q}
+
+
+def test_a_trade_becomes_a_complete_row() -> None:
+    normalizer = PolygonNormalizer()
+    (row,) = normalizer(frame(quote(1.50, 1.60), trade(1.60))).rows
+    assert isinstance(row, OptionsFlowRow)
+    assert (row.symbol, row.option_symbol, row.option_type) == ("SPY", "SPY251219C00650000", "call")
+    assert (row.strike, row.expiration) == (Decimal(650), date(2025, 12, 19))
+    assert (row.trade_price, row.size, row.notional) == (Decimal("1.6"), Decimal(3), Decimal("480.0"))
+    assert (row.bid, row.ask, row.side) == (Decimal("1.5"), Decimal("1.6"), "buy")
+    assert row.event_ts == datetime(2025, 11, 20, 14, 30, 0, 100000, tzinfo=UTC)
+    assert (row.venue, row.source) == ("XCBO", "polygon")
+    assert row.raw == trade(1.60)
+
+
+@pytest.mark.parametrize(
+    ("price", "side"),
+    [(1.60, "buy"), (1.70, "buy"), (1.56, "buy"), (1.55, "unknown"), (1.54, "sell"), (1.50, "sell"), (1.40, "sell")],
+)
+def test_side_at_every_boundary_of_the_quote(price: float, side: str) -> None:
+    (row,) = PolygonNormalizer()(frame(quote(1.50, 1.60), trade(price))).rows
+    assert row.side == side  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("events", "why"),
+    [
+        ([trade(1.6)], "no quote at all"),
+        ([quote(1.5, 1.6, t=T - 10_000), trade(1.6, t=T)], "a quote older than the maximum age"),
+        ([quote(1.7, 1.6), trade(1.6)], "a crossed quote"),
+        ([quote(1.5, 1.6, t=T + 500), trade(1.6, t=T)], "a quote stamped after the trade"),
+        ([quote(1.5, 1.6, sym="O:SPY251219P00650000"), trade(1.6)], "a quote for another contract"),
+    ],
+)
+def test_no_usable_quote_means_unknown_side_and_no_bid_ask(events: list[object], why: str) -> None:
+    normalizer = PolygonNormalizer(quote_max_age_ms=5000)
+    (row,) = normalizer(frame(*events)).rows
+    assert (row.side, row.bid, row.ask) == ("unknown", None, None), why  # type: ignore[union-attr]
+    assert normalizer.trades_without_quote == 1
+
+
+def test_the_latest_quote_before_the_trade_counts() -> None:
+    normalizer = PolygonNormalizer()
+    rows = normalizer(frame(quote(1.0, 1.1), trade(1.1, t=T + 1), quote(2.0, 2.1, t=T + 2), trade(2.0, t=T + 3))).rows
+    assert [(r.bid, r.side) for r in rows] == [(Decimal("1.0"), "buy"), (Decimal("2.0"), "sell")]  # type: ignore[union-attr]
+
+
+def test_ids_identify_the_trade_and_repeat_on_replay() -> None:
+    a = PolygonNormalizer()(frame(trade(1.6, q=1))).rows[0]
+    b = PolygonNormalizer()(frame(trade(1.6, q=1))).rows[0]
+    c = PolygonNormalizer()(frame(trade(1.6, q=2))).rows[0]
+    assert a.id == b.id != c.id  # type: ignore[union-attr]
+
+
+def test_index_roots_and_unknown_exchanges() -> None:
+    (row,) = PolygonNormalizer()(frame(trade(40.0, sym="O:SPXW251219P06000000", x=399))).rows
+    assert (row.symbol, row.venue) == ("SPX", "399")  # type: ignore[union-attr]
+
+
+def test_status_events_are_protocol_and_bad_events_are_dead_lettered_with_the_rest_kept() -> None:
+    status = {"ev": "status", "status": "success", "message": "subscribed to: T.*"}
+    result = PolygonNormalizer()(
+        frame(
+            status,
+            trade(1.0),
+            {"ev": "AM", "sym": SYM},
+            trade(1.0, sym="O:NOPE"),
+            {"ev": "T", "sym": SYM, "x": 302, "p": 1.0, "s": 1, "t": "soon"},
+            trade(1.1, q=9),
+        )
+    )
+    assert len(result.rows) == 2
+    (letter,) = result.dead_letters
+    assert "event 2: event type 'AM' is not stored by this bridge" in letter.reason
+    assert "event 3: 'O:NOPE' is not an OCC option symbol" in letter.reason
+    assert "event 4: t: expected Unix milliseconds as an integer, got 'soon'" in letter.reason
+
+
+def test_a_frame_that_is_not_an_array_is_dead_lettered() -> None:
+    result = PolygonNormalizer()(ReceivedFrame("polygon", RECEIVED, '{"ev": "T"}'))
+    assert result.dead_letters[0].reason == "expected a JSON array of events"
+
+
+def test_the_book_is_bounded_and_evicts_idle_contracts() -> None:
+    book = NbboBook(max_idle_ms=1000, max_contracts=3)
+    for n in range(5):
+        book.update(f"C{n}", Quote(Decimal(1), Decimal(2), at_ms=n))
+    assert len(book) == 3
+    book.update("C4", Quote(Decimal(1), Decimal(2), at_ms=5000))
+    assert len(book) == 1
+    book.update("C4", Quote(Decimal(9), Decimal(9), at_ms=10))  # older: ignored
+    assert book.usable("C4", 5000, 0) == Quote(Decimal(1), Decimal(2), 5000)
+
+
+def test_quote_subscriptions_keep_pinned_and_drop_the_least_recently_traded() -> None:
+    subscriptions = QuoteSubscriptions(limit=3, pinned=frozenset({"P"}))
+    assert subscriptions.on_trades(["A", "B"]) == (["A", "B"], [])
+    assert subscriptions.on_trades(["A", "P"]) == ([], [])  # A is now the most recent
+    assert subscriptions.on_trades(["C"]) == (["C"], ["B"])
+    assert subscriptions.current == ["P", "A", "C"]
+    assert subscriptions.on_trades(["D", "E"]) == (["D", "E"], ["A", "C"])
+    assert len(subscriptions.current) <= 3
+    with pytest.raises(ValueError, match="exceed the limit"):
+        QuoteSubscriptions(limit=1, pinned=frozenset({"X", "Y"}))
