@@ -121,6 +121,8 @@ class RecordingSink:
         log.info("recording", feed=feed, out=str(self.writer.path))
 
     async def emit(self, frame: ReceivedFrame) -> None:
+        if self.done.is_set():
+            await trio.sleep_forever()  # the limit is reached: nothing more is written, cancellation follows
         self.writer(frame)
         self.stats.frames_received[frame.feed] += 1
         if self.limit is not None and self.writer.frames >= self.limit:
