@@ -62,7 +62,11 @@ class MemoryRepository:
             case OptionsFlowRow():
                 return int(self.options_flow.setdefault(row.id, row) is row)
             case NewsEventRow():
-                self.news_events[row.natural_key if row.event_ts is not None else row.id] = row
+                existing = self.news_events.get(row.id)
+                if row.removal and existing is not None:
+                    self.news_events[row.id] = attrs.evolve(existing, raw=row.raw)
+                else:
+                    self.news_events[row.id] = row
                 return 1
             case BrokerAccountRow():
                 known = self.accounts.get(row.account)

@@ -7,6 +7,7 @@ import psycopg
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, open_websocket_url
 
+from bridge.adapters.feeds.benzinga import with_token
 from bridge.adapters.postgres.conninfo import redact_conninfo
 from bridge.adapters.postgres.migrations import DatabaseUnreachable, pending
 from bridge.app.database import open_database
@@ -23,6 +24,9 @@ def run_checks(settings: Settings) -> list[CheckResult]:
     for name in feeds:
         if name == "console" and settings.console_url:
             results.append(trio.run(check_websocket, name, settings.console_url, settings.console_token))
+        if name == "benzinga" and settings.benzinga_api_key:
+            url = with_token(settings.benzinga_url, settings.benzinga_api_key)
+            results.append(trio.run(check_websocket, name, url, None))
         if name == "polygon" and settings.polygon_api_key:
             results.append(trio.run(check_polygon, settings.polygon_url, settings.polygon_api_key))
     return results

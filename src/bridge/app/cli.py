@@ -272,6 +272,10 @@ def demo(duration: float, rate: float, database_url: str | None) -> None:
     console.print(
         f"Polygon simulator sent {result.polygon.messages_sent:,} trades, {result.polygon.extra['quotes']:,} quotes."
     )
+    console.print(
+        f"Benzinga simulator sent {result.benzinga.messages_sent:,} news messages (creations, updates, removals)"
+        f" and {result.benzinga.bad_frames_sent:,} malformed one(s)."
+    )
     console.print(quote_coverage(result.polygon_normalizer))
     console.print(f"options_flow grew by {added:,} rows.")
     console.print("\nQuery what was stored (works after the demo; starts the embedded database on demand):")

@@ -2,8 +2,8 @@
 
 A newcomer sees the pipeline work end to end without any account or server: the local
 Developer Console simulator streams realistic rows for all five tables (and a few malformed
-frames, to show dead-lettering) and the local Polygon/Massive simulator streams OPRA trades and
-quotes, both over loopback; the bridge ingests them into the embedded
+frames, to show dead-lettering), the local Polygon/Massive simulator streams OPRA trades and
+quotes and the local Benzinga simulator streams news, all over loopback; the bridge ingests them into the embedded
 PostgreSQL, a live view shows rates and counts, and a summary says how to query the result.
 """
 
@@ -21,8 +21,10 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table as RichTable
 
+from bridge.adapters.feeds.benzinga import BenzingaFeed
 from bridge.adapters.feeds.console import ConsoleFeed
 from bridge.adapters.feeds.polygon import PolygonFeed
+from bridge.adapters.simulator.benzinga import serve_benzinga_simulator
 from bridge.adapters.simulator.console import SentLog, serve_console_simulator
 from bridge.adapters.simulator.polygon import serve_polygon_simulator
 from bridge.app.pipeline import PipelineConfig, run_bridge
@@ -91,6 +93,7 @@ def quote_coverage(polygon: PolygonNormalizer) -> str:
 class DemoResult:
     console: SentLog
     polygon: SentLog
+    benzinga: SentLog
     polygon_normalizer: PolygonNormalizer
 
 
@@ -113,10 +116,10 @@ async def run_demo(
     config: PipelineConfig,
 ) -> DemoResult:
     """Stream from the simulators into ``repository`` for ``duration_s``; return what was sent."""
-    token, api_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    REDACTOR.add(token)
-    REDACTOR.add(api_key)
-    sent_console, sent_polygon = SentLog(), SentLog()
+    token, api_key, news_token = (secrets.token_urlsafe(16) for _ in range(3))
+    for secret in (token, api_key, news_token):
+        REDACTOR.add(secret)
+    sent_console, sent_polygon, sent_benzinga = SentLog(), SentLog(), SentLog()
     # A new session each run (the scenarios are deterministic per seed and start), so a second demo adds rows.
     now, seed = utc_now(), secrets.randbits(32)
     normalizer_map = normalizers()
@@ -146,7 +149,19 @@ async def run_demo(
                 start=now,
             )
         )
+        benzinga_url = await nursery.start(
+            functools.partial(
+                serve_benzinga_simulator,
+                token=news_token,
+                messages_per_second=5,
+                bad_frame_every=50,
+                log=sent_benzinga,
+                seed=seed,
+                start=now,
+            )
+        )
         feeds: list[Feed] = [
+            BenzingaFeed(url=benzinga_url, api_key=news_token, clock=utc_now),
             ConsoleFeed(url=console_url, token=token, clock=utc_now),
             PolygonFeed(url=polygon_url, api_key=api_key, clock=utc_now, quote_limit=100),
         ]
@@ -176,4 +191,4 @@ async def run_demo(
             )
             live.update(render(stats, meter, trio.current_time() - started, duration_s, polygon))
         nursery.cancel_scope.cancel()
-    return DemoResult(sent_console, sent_polygon, polygon)
+    return DemoResult(sent_console, sent_polygon, sent_benzinga, polygon)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import trio
 
+from bridge.adapters.feeds.benzinga import BenzingaFeed
 from bridge.adapters.feeds.console import ConsoleFeed
 from bridge.adapters.feeds.polygon import PolygonFeed
 from bridge.adapters.recording import RecordingWriter
@@ -16,6 +17,7 @@ from bridge.app.settings import Settings
 from bridge.app.stats import FeedState, PipelineStats
 from bridge.app.supervisor import run_supervised
 from bridge.domain.models import ReceivedFrame
+from bridge.domain.normalizers.benzinga import normalize_benzinga
 from bridge.domain.normalizers.console import normalize_console
 from bridge.domain.normalizers.polygon import PolygonNormalizer
 from bridge.domain.ports import Feed, Normalizer, Repository
@@ -35,7 +37,11 @@ def normalizers(quote_max_age_ms: int = 5000) -> Mapping[str, Normalizer]:
 
     Fresh instances each time: the Polygon normalizer keeps the NBBO book of its stream.
     """
-    return {"console": normalize_console, "polygon": PolygonNormalizer(quote_max_age_ms=quote_max_age_ms)}
+    return {
+        "console": normalize_console,
+        "polygon": PolygonNormalizer(quote_max_age_ms=quote_max_age_ms),
+        "benzinga": normalize_benzinga,
+    }
 
 
 def build_feed(name: str, settings: Settings) -> Feed:
@@ -58,6 +64,9 @@ def build_feed(name: str, settings: Settings) -> Feed:
             quote_contracts=frozenset(settings.polygon_quote_contracts),
             max_silence_s=settings.max_silence_s,
         )
+    if name == "benzinga":
+        assert settings.benzinga_api_key is not None
+        return BenzingaFeed(url=settings.benzinga_url, api_key=settings.benzinga_api_key, clock=utc_now)
     raise ValueError(f"unknown feed {name!r}")
 
 

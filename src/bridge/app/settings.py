@@ -29,6 +29,7 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 FEEDS: Final[Mapping[str, str]] = {
     "console": "console_url",
     "polygon": "polygon_api_key",
+    "benzinga": "benzinga_api_key",
 }
 ContractList = NewType("ContractList", tuple[str, ...])
 
@@ -71,6 +72,13 @@ class Settings:
     polygon_quote_limit: PositiveInt = attrs.field(
         default=PositiveInt(1000),
         metadata=_env("BRIDGE_POLYGON_QUOTE_LIMIT", "contracts one connection may stream quotes for"),
+    )
+    benzinga_api_key: str | None = attrs.field(
+        default=None, metadata=_env("BRIDGE_BENZINGA_API_KEY", "Benzinga news stream token", secret=True)
+    )
+    benzinga_url: str = attrs.field(
+        default="wss://api.benzinga.com/api/v1/news/stream",
+        metadata=_env("BRIDGE_BENZINGA_URL", "Benzinga news stream URL (tickers/channels filters may be added)"),
     )
     quote_max_age_ms: PositiveInt = attrs.field(
         default=PositiveInt(5000),
@@ -181,7 +189,7 @@ _converter.register_structure_hook(PositiveInt, _positive_int)
 _converter.register_structure_hook(PositiveFloat, _positive_float)
 _converter.register_structure_hook(FeedList, _feed_list)
 _converter.register_structure_hook(ContractList, _contract_list)
-_URL_FIELDS: Final = {"console_url", "polygon_url"}
+_URL_FIELDS: Final = {"console_url", "polygon_url", "benzinga_url"}
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -248,7 +256,7 @@ def feed_problems(settings: Settings, feeds: list[str]) -> list[str]:
     if not feeds:
         variables = ", ".join(selectors[selector] for selector in FEEDS.values())
         problems.append(f"no feed configured: set BRIDGE_FEEDS or a feed's settings ({variables})")
-    needs = {"console": "its WebSocket URL", "polygon": "the API key"}
+    needs = {"console": "its WebSocket URL", "polygon": "the API key", "benzinga": "the API token"}
     for name in feeds:
         if not getattr(settings, FEEDS[name]):
             problems.append(f"{selectors[FEEDS[name]]} is not set: the {name} feed needs {needs[name]}")

@@ -103,6 +103,8 @@ class NewsEventRow:
     sentiment: str | None = None
     importance: int | None = None
     raw: JsonObject | None = None
+    removal: bool = False
+    """The vendor withdrew the article: only ``raw`` of an existing row changes (history is kept)."""
 
     table: ClassVar[Table] = Table.NEWS_EVENTS
 

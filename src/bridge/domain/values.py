@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from email.utils import parsedate_to_datetime
 from typing import Final
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -82,12 +83,23 @@ def require_timestamp(column: str, value: object) -> datetime:
             raise InvalidValue(f"{column}: {value!r} is not a plausible epoch-milliseconds timestamp")
         return _EPOCH + timedelta(milliseconds=value)
     if isinstance(value, str):
+        parsed: datetime | None
         try:
             parsed = datetime.fromisoformat(value.strip())
         except ValueError:
-            raise InvalidValue(f"{column}: {value!r} is not an ISO-8601 timestamp") from None
+            parsed = _rfc2822(value)
+        if parsed is None:
+            raise InvalidValue(f"{column}: {value!r} is not an ISO-8601 timestamp")
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     raise InvalidValue(f"{column}: expected a timestamp, got {_describe(value)}")
+
+
+def _rfc2822(value: str) -> datetime | None:
+    """``Mon, 01 Jan 2024 13:35:14 -0400``, as some vendors (Benzinga's newer stream) send times."""
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def optional_timestamp(column: str, value: object) -> datetime | None:

@@ -22,6 +22,7 @@ from bridge.logs import get_logger
 log = get_logger(__name__)
 
 REJECTED_CREDENTIALS_RETRY_S: Final = 300.0
+TOO_MANY_CONNECTIONS_RETRY_S: Final = 60.0
 Receive = Callable[[], Awaitable[ReceivedFrame]]
 """Reads the next frame during the hello (the frame is emitted too, so recordings keep it)."""
 
@@ -54,42 +55,71 @@ class WebSocketSession:
     headers: Sequence[tuple[str, str]] = ()
     protocol: SessionProtocol | None = None
     max_silence_s: float | None = 90.0
+    ping_interval_s: float | None = None
     max_message_bytes: int = 16 * 1024 * 1024
 
     async def run(self, sink: FrameSink) -> None:
         """Receive until the connection fails; raises so the supervisor can reconnect."""
         try:
-            async with open_websocket_url(
-                self.url,
-                extra_headers=[(key.encode(), value.encode()) for key, value in self.headers],
-                max_message_size=self.max_message_bytes,
-                receive_buffer_size=64 * 1024,
-                message_queue_size=64,
-                connect_timeout=15,
-                disconnect_timeout=5,
-            ) as ws:
-                if self.protocol is not None:
-
-                    async def receive() -> ReceivedFrame:
-                        frame = await self._next_frame(ws)
-                        await sink.emit(frame)
-                        return frame
-
-                    await self.protocol.hello(ws, receive)
-                sink.connected(self.feed)
-                log.info("feed connected", feed=self.feed)
-                await self._receive(ws, sink)
+            try:
+                await self._connect_and_receive(sink)
+            except BaseExceptionGroup as group:  # the keep-alive task's nursery wraps what it raises
+                inner = group.exceptions[0] if len(group.exceptions) == 1 else None
+                if isinstance(inner, Exception):
+                    raise inner from None
+                raise
         except ConnectionRejected as exc:
             if exc.status_code in (401, 403):
                 raise RetryLater(
                     f"the server refused the credentials (HTTP {exc.status_code}); check the feed's token",
                     REJECTED_CREDENTIALS_RETRY_S,
                 ) from None
+            if exc.status_code == 429:
+                raise RetryLater(
+                    "the server refused a second connection for this key (HTTP 429); is another bridge running?",
+                    TOO_MANY_CONNECTIONS_RETRY_S,
+                ) from None
             raise
         except ConnectionClosed as exc:
             reason = exc.reason
             detail = f"code {reason.code} {reason.name}: {reason.reason or 'no reason'}" if reason else "no reason"
             raise StreamClosed(f"connection closed by the server ({detail})") from None
+
+    async def _connect_and_receive(self, sink: FrameSink) -> None:
+        async with open_websocket_url(
+            self.url,
+            extra_headers=[(key.encode(), value.encode()) for key, value in self.headers],
+            max_message_size=self.max_message_bytes,
+            receive_buffer_size=64 * 1024,
+            message_queue_size=64,
+            connect_timeout=15,
+            disconnect_timeout=5,
+        ) as ws:
+            if self.protocol is not None:
+
+                async def receive() -> ReceivedFrame:
+                    frame = await self._next_frame(ws)
+                    await sink.emit(frame)
+                    return frame
+
+                await self.protocol.hello(ws, receive)
+            sink.connected(self.feed)
+            log.info("feed connected", feed=self.feed)
+            if self.ping_interval_s is None:
+                await self._receive(ws, sink)
+                return
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keep_alive, ws, self.ping_interval_s)
+                await self._receive(ws, sink)
+
+    async def _keep_alive(self, ws: WebSocketConnection, interval_s: float) -> None:
+        """Protocol-level pings (allowed by every vendor); a missing pong means the link is dead."""
+        while True:
+            await trio.sleep(interval_s)
+            with trio.move_on_after(interval_s) as waiting:
+                await ws.ping()
+            if waiting.cancelled_caught:
+                raise StreamStalled(f"no pong within {interval_s:g} s")
 
     async def _receive(self, ws: WebSocketConnection, sink: FrameSink) -> None:
         while True:

@@ -157,32 +157,47 @@ class PostgresRepository:
     # -- news_events ---------------------------------------------------------------------------------
 
     def _write_news(self, cursor: Cursor, rows: Sequence[NewsEventRow]) -> tuple[int, dict[AccountRef, UUID]]:
-        latest = _latest(rows, key=lambda row: row.natural_key if row.event_ts else row.id, stamp=lambda _: 0)
-        columns = "id, received_at, event_ts, source, symbol, headline, body, url, category, sentiment, importance, raw"
+        """Articles are matched by id first (a vendor's article id survives a headline change), then by
+        the table's unique key (source, event_ts, headline); a removal only replaces ``raw`` of a row
+        that exists, and is inserted as the article's only record otherwise."""
+        latest = _latest(rows, key=lambda row: row.id, stamp=lambda _: 0)
         types = ["uuid", "timestamptz", "timestamptz", "text", "text", "text", "text", "text", "text", "text",
-                 "int4", "jsonb"]  # fmt: skip
-        content = ["symbol", "body", "url", "category", "sentiment", "importance", "raw"]
-        update = ", ".join(f"{column} = excluded.{column}" for column in content)
-        changed = " or ".join(f"news_events.{column} is distinct from excluded.{column}" for column in content)
-        written = 0
-        for target, group in (
-            ("on constraint news_events_source_event_ts_headline_key", [r for r in latest if r.event_ts]),
-            ("(id)", [r for r in latest if r.event_ts is None]),
-        ):
-            if not group:
-                continue
-            values = [
-                (r.id, r.received_at, r.event_ts, r.source, r.symbol, r.headline, r.body, r.url, r.category,
-                 r.sentiment, r.importance, _json(r.raw))
-                for r in group
-            ]  # fmt: skip
-            cursor.execute(
-                f"insert into public.news_events ({columns}) select * from {_unnest(types)}"
-                f" on conflict {target} do update set {update} where {changed}",
-                _columns(values, len(types)),
-            )
-            written += cursor.rowcount
-        return written, {}
+                 "int4", "jsonb", "bool"]  # fmt: skip
+        columns = [
+            "id", "received_at", "event_ts", "source", "symbol", "headline", "body", "url", "category",
+            "sentiment", "importance", "raw",
+        ]  # fmt: skip
+        content = ["event_ts", "symbol", "headline", "body", "url", "category", "sentiment", "importance", "raw"]
+        values = [
+            (r.id, r.received_at, r.event_ts, r.source, r.symbol, r.headline, r.body, r.url, r.category,
+             r.sentiment, r.importance, _json(r.raw), r.removal)
+            for r in latest
+        ]  # fmt: skip
+        changed = " or ".join(f"n.{column} is distinct from i.{column}" for column in content)
+        on_key = ", ".join(f"{column} = excluded.{column}" for column in content if column != "event_ts")
+        key_changed = " or ".join(
+            f"news_events.{column} is distinct from excluded.{column}" for column in content if column != "event_ts"
+        )
+        listed = ", ".join(columns)
+        cursor.execute(
+            f"with incoming as (select * from {_unnest(types)} as t({listed}, removal)),"
+            " by_id as ("
+            f"  update public.news_events n set {', '.join(f'{c} = i.{c}' for c in content)}"
+            f"  from incoming i where n.id = i.id and not i.removal and ({changed}) returning 1),"
+            " removed as ("
+            "  update public.news_events n set raw = i.raw from incoming i"
+            "  where n.id = i.id and i.removal and n.raw is distinct from i.raw returning 1),"
+            " inserted as ("
+            f"  insert into public.news_events ({listed})"
+            f"  select {', '.join('i.' + c for c in columns)} from incoming i"
+            "   where not exists (select 1 from public.news_events n where n.id = i.id)"
+            f"  on conflict on constraint news_events_source_event_ts_headline_key do update set {on_key}"
+            f"  where {key_changed} returning 1)"
+            " select (select count(*) from by_id) + (select count(*) from removed) + (select count(*) from inserted)",
+            _columns(values, len(types)),
+        )
+        (written,) = cursor.fetchone() or (0,)
+        return int(written), {}
 
     # -- broker accounts, positions, balances --------------------------------------------------------
 
