@@ -5,8 +5,11 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -17,6 +20,23 @@ from bridge.adapters.simulator.console import SentLog, serve_console_simulator
 from tests.integration.test_pipeline_postgres import good_frames, write_recording
 
 BRIDGE = [sys.executable, "-m", "bridge"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    def get() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    return await trio.to_thread.run_sync(get)
 
 
 def clean_env(**variables: str) -> dict[str, str]:
@@ -74,9 +94,11 @@ async def test_run_ingests_a_stream_and_flushes_on_sigterm(tmp_path: Path, datab
         url = await nursery.start(functools.partial(
             serve_console_simulator, token=token, messages_per_second=5000, batch_size=50, total_messages=3000,
             log=sent))  # fmt: skip
+        port = free_port()
         env = clean_env(DATABASE_URL=database_url, BRIDGE_CONSOLE_URL=url, BRIDGE_CONSOLE_TOKEN=token,
                         BRIDGE_LOG_FORMAT="json", BRIDGE_BATCH_MAX_ROWS="1000000",
-                        BRIDGE_BATCH_MAX_MS="600000")  # fmt: skip
+                        BRIDGE_BATCH_MAX_MS="600000", BRIDGE_HTTP_PORT=str(port),
+                        BRIDGE_HTTP_HOST="127.0.0.1")  # fmt: skip
         with output.open("wb") as log_file:
             process = await trio.lowlevel.open_process([*BRIDGE, "run"], env=env, stdout=log_file, stderr=log_file)
             with trio.fail_after(60):
@@ -86,6 +108,14 @@ async def test_run_ingests_a_stream_and_flushes_on_sigterm(tmp_path: Path, datab
                 # nothing is committed yet: batches wait for size or time, both out of reach
                 with psycopg.connect(database_url) as connection:
                     assert connection.execute("select count(*) from options_flow").fetchone() == (0,)
+                assert await http_get(port, "/healthz") == (200, "ok\n")
+                status, ready = await http_get(port, "/readyz")
+                assert (status, orjson.loads(ready)["feeds"]) == (200, {"console": "connected"})
+                status, metrics = await http_get(port, "/metrics")
+                assert status == 200
+                assert 'bridge_feed_connected{feed="console"} 1.0' in metrics
+                assert f'bridge_frames_received_total{{feed="console"}} {float(sent.frames_sent)}' in metrics
+                assert "bridge_buffer_rows 3000.0" in metrics
                 process.send_signal(signal.SIGTERM)
                 code = await process.wait()
         nursery.cancel_scope.cancel()

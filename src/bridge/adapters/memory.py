@@ -47,6 +47,10 @@ class MemoryRepository:
             self.calls.append((table, len(rows)))
             return sum(self._apply(row) for row in rows)
 
+    def ping(self) -> None:
+        if self.fail is not None:
+            self.fail(Table.DEAD_LETTERS, [])
+
     def count_rows(self) -> Mapping[Table, int]:
         return {
             Table.OPTIONS_FLOW: len(self.options_flow),

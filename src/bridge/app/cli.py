@@ -105,12 +105,16 @@ def run() -> None:
     with repository_for(settings) as repository:
         log.info("bridge starting", feeds=feeds)
         flushed = trio.run(
-            serve_until_signalled,
-            [build_feed(name, settings) for name in feeds],
-            repository,
-            normalizers(settings.quote_max_age_ms),
-            pipeline_config(settings),
-            stats,
+            functools.partial(
+                serve_until_signalled,
+                [build_feed(name, settings) for name in feeds],
+                repository,
+                normalizers(settings.quote_max_age_ms),
+                pipeline_config(settings),
+                stats,
+                http_port=settings.http_port,
+                http_host=settings.http_host,
+            )
         )
     log.info("bridge stopped", frames=stats.total_frames, rows_written=stats.total_rows_written, flushed=flushed)
     sys.exit(0 if flushed else EXIT_FAILED)

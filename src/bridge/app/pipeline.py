@@ -55,13 +55,14 @@ class Pipeline:
 
     async def emit(self, frame: ReceivedFrame) -> None:
         """Normalize one frame and hand its rows to the writers (waiting if they are full)."""
+        received_s = trio.current_time()
         self.stats.frames_received[frame.feed] += 1
         if self.tap is not None:
             self.tap(frame)
         normalizer = self.normalizers.get(frame.feed)
         if normalizer is None:
             reason = f"no normalizer for feed {frame.feed!r}; known: {', '.join(sorted(self.normalizers))}"
-            letters: Sequence[DeadLetter] = (dead_letter(frame, [reason]),)
+            letters: Sequence[DeadLetter] = (dead_letter(frame, [reason], "unknown_feed"),)
             rows: Sequence[Row] = ()
         else:
             result = normalizer(frame)
@@ -71,11 +72,13 @@ class Pipeline:
             by_table[row.table].append(row)
         for table, table_rows in by_table.items():
             self.stats.rows_normalized[table] += len(table_rows)
-            await self.channels[table].send((frame.feed, table_rows))
+            await self.channels[table].send(Delivery(frame.feed, table_rows, received_s))
         if letters:
             self.stats.frames_dead_lettered[frame.feed] += 1
             self.stats.rows_normalized[Table.DEAD_LETTERS] += len(letters)
-            await self.channels[Table.DEAD_LETTERS].send((frame.feed, letters))
+            for letter in letters:
+                self.stats.dead_letters_by_reason[(frame.feed, letter.kind)] += 1
+            await self.channels[Table.DEAD_LETTERS].send(Delivery(frame.feed, letters, received_s))
 
 
 @asynccontextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -11,7 +12,9 @@ import trio
 from bridge.adapters.feeds.benzinga import BenzingaFeed
 from bridge.adapters.feeds.console import ConsoleFeed
 from bridge.adapters.feeds.polygon import PolygonFeed
+from bridge.adapters.http import serve_http
 from bridge.adapters.recording import RecordingWriter
+from bridge.app.health import http_routes
 from bridge.app.pipeline import FrameTap, PipelineConfig, run_bridge
 from bridge.app.settings import Settings
 from bridge.app.stats import FeedState, PipelineStats
@@ -109,11 +112,21 @@ async def serve_until_signalled(
     config: PipelineConfig,
     stats: PipelineStats,
     *,
+    http_port: int = 0,
+    http_host: str = "0.0.0.0",
     tap: FrameTap | None = None,
 ) -> bool:
-    """``bridge run``: the pipeline until SIGTERM/SIGINT; True when everything was flushed."""
+    """``bridge run``: the pipeline and its HTTP endpoints until SIGTERM/SIGINT; True when all was flushed."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        return await run_bridge(feeds, repository, normalizers, config, stats, utc_now, signal_waiter(signals), tap=tap)
+        async with trio.open_nursery() as nursery:
+            if http_port:
+                routes = http_routes(stats, normalizers, repository)
+                await nursery.start(functools.partial(serve_http, routes, port=http_port, host=http_host))
+            flushed = await run_bridge(
+                feeds, repository, normalizers, config, stats, utc_now, signal_waiter(signals), tap=tap
+            )
+            nursery.cancel_scope.cancel()
+        return flushed
 
 
 class RecordingSink:

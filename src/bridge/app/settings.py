@@ -20,6 +20,7 @@ from cattrs.errors import ClassValidationError
 from bridge.domain.policies import BatchPolicy
 
 PositiveInt = NewType("PositiveInt", int)
+Port = NewType("Port", int)
 PositiveFloat = NewType("PositiveFloat", float)
 FeedList = NewType("FeedList", tuple[str, ...])
 LogFormat = Literal["json", "console"]
@@ -99,6 +100,10 @@ class Settings:
         default=PositiveFloat(20.0),
         metadata=_env("BRIDGE_SHUTDOWN_GRACE_S", "seconds to flush on SIGTERM before giving up"),
     )
+    http_port: Port = attrs.field(
+        default=Port(8080), metadata=_env("BRIDGE_HTTP_PORT", "port for /healthz, /readyz, /metrics; 0 = off")
+    )
+    http_host: str = attrs.field(default="0.0.0.0", metadata=_env("BRIDGE_HTTP_HOST", "address to listen on"))
     log_format: LogFormat = attrs.field(default="console", metadata=_env("BRIDGE_LOG_FORMAT", "json | console"))
     log_level: LogLevel = attrs.field(
         default="info", metadata=_env("BRIDGE_LOG_LEVEL", "debug | info | warning | error")
@@ -158,6 +163,13 @@ def _positive_int(value: object, _: object) -> int:
     return number
 
 
+def _port(value: object, _: object) -> int:
+    number = int(str(value).strip())
+    if not 0 <= number <= 65535:
+        raise ValueError("must be a TCP port (1-65535), or 0 to turn the HTTP server off")
+    return number
+
+
 def _positive_float(value: object, _: object) -> float:
     number = float(str(value).strip())
     if not number > 0 or number == float("inf"):
@@ -188,6 +200,7 @@ _converter = cattrs.Converter(detailed_validation=True)
 _converter.register_structure_hook(PositiveInt, _positive_int)
 _converter.register_structure_hook(PositiveFloat, _positive_float)
 _converter.register_structure_hook(FeedList, _feed_list)
+_converter.register_structure_hook(Port, _port)
 _converter.register_structure_hook(ContractList, _contract_list)
 _URL_FIELDS: Final = {"console_url", "polygon_url", "benzinga_url"}
 

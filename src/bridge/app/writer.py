@@ -23,8 +23,15 @@ from bridge.logs import get_logger
 
 log = get_logger(__name__)
 
-Delivery = tuple[str, Sequence[Row]]
-"""The rows one frame of one feed produced for one table."""
+
+@attrs.frozen
+class Delivery:
+    """The rows one frame of one feed produced for one table, and when the frame arrived."""
+
+    feed: str
+    rows: Sequence[Row]
+    received_s: float = attrs.field(factory=trio.current_time)
+    """trio's clock when the frame was received: received → committed latency is measured from here."""
 
 
 @attrs.frozen
@@ -39,7 +46,7 @@ async def collect_batch(receive: trio.MemoryReceiveChannel[Delivery], policy: Ba
     deliveries: list[Delivery] = []
     try:
         deliveries.append(await receive.receive())
-        size = len(deliveries[0][1])
+        size = len(deliveries[0].rows)
         with trio.move_on_after(policy.max_wait_s):
             while size < policy.max_rows:
                 try:
@@ -47,7 +54,7 @@ async def collect_batch(receive: trio.MemoryReceiveChannel[Delivery], policy: Ba
                 except trio.WouldBlock:
                     delivery = await receive.receive()
                 deliveries.append(delivery)
-                size += len(delivery[1])
+                size += len(delivery.rows)
     except trio.EndOfChannel:
         return Batch(deliveries, ended=True)
     return Batch(deliveries, ended=False)
@@ -82,21 +89,27 @@ class TableWriter:
                     self.dead_letters.close()
 
     async def write(self, deliveries: list[Delivery]) -> None:
-        rows = [row for _, rows in deliveries for row in rows]
+        rows = [row for delivery in deliveries for row in delivery.rows]
         try:
             await self._write_with_retry(rows)
         except DataRejected:
             await self._isolate_rejected(deliveries)
+        now = trio.current_time()
+        for delivery in deliveries:
+            self.stats.commit_latency_s.observe(now - delivery.received_s, times=len(delivery.rows))
 
     async def _write_with_retry(self, rows: Sequence[Row]) -> None:
         attempt = 0
         while True:
             try:
+                started = trio.current_time()
                 if self.in_thread:
                     written = await trio.to_thread.run_sync(self.repository.write, self.table, rows)
                 else:
                     await trio.lowlevel.checkpoint()
                     written = self.repository.write(self.table, rows)
+                self.stats.write_seconds[self.table].observe(trio.current_time() - started)
+                self.stats.batch_rows[self.table].observe(len(rows))
             except DataRejected:
                 raise
             except Exception as exc:  # the database is down or failing: keep the rows and retry
@@ -113,12 +126,13 @@ class TableWriter:
                 await trio.sleep(delay)
             else:
                 self.stats.rows_committed[self.table] += len(rows)
+                self.stats.last_commit_s = trio.current_time()
                 self.stats.rows_written[self.table] += written
                 return
 
     async def _isolate_rejected(self, deliveries: list[Delivery]) -> None:
         """Split until every rejected row stands alone; write the rest normally."""
-        pending: list[list[tuple[str, Row]]] = [[(feed, row) for feed, rows in deliveries for row in rows]]
+        pending: list[list[tuple[str, Row]]] = [[(d.feed, row) for d in deliveries for row in d.rows]]
         while pending:
             part = pending.pop()
             try:
@@ -132,6 +146,7 @@ class TableWriter:
 
     async def _reject(self, feed: str, row: Row, reason: str) -> None:
         self.stats.rows_rejected_by_database[self.table] += 1
+        self.stats.dead_letters_by_reason[(feed, "rejected_by_database")] += 1
         if self.dead_letters is None:
             log.error("the database refused a dead letter", feed=feed, reason=reason)
             return
@@ -142,6 +157,7 @@ class TableWriter:
             received_at=getattr(row, "received_at", None) or self.clock(),
             reason=f"the database refused this {self.table} row: {reason.strip().splitlines()[0]}",
             frame=text,
+            kind="rejected_by_database",
         )
         log.warning("row rejected by the database", feed=feed, table=str(self.table), reason=letter.reason)
-        await self.dead_letters.send((feed, (letter,)))
+        await self.dead_letters.send(Delivery(feed, (letter,)))

@@ -30,7 +30,7 @@ def decode_json(frame: ReceivedFrame) -> object:
         raise UndecodableFrame(f"invalid JSON: {exc}") from None
 
 
-def dead_letter(frame: ReceivedFrame, reasons: Sequence[str]) -> DeadLetter:
+def dead_letter(frame: ReceivedFrame, reasons: Sequence[str], kind: str = "invalid_message") -> DeadLetter:
     """One dead letter per frame, holding its exact text and every reason (the first few, counted)."""
     shown = list(reasons[:MAX_REASONS])
     if len(reasons) > MAX_REASONS:
@@ -46,4 +46,5 @@ def dead_letter(frame: ReceivedFrame, reasons: Sequence[str]) -> DeadLetter:
         received_at=frame.received_at,
         reason="; ".join(shown),
         frame=text,
+        kind=kind,
     )

@@ -162,6 +162,8 @@ class DeadLetter:
     received_at: datetime
     reason: str
     frame: str
+    kind: str = attrs.field(default="invalid_message", eq=False)
+    """A short category for metrics (``invalid_json``, ``invalid_message``, …); not stored."""
 
     table: ClassVar[Table] = Table.DEAD_LETTERS
 

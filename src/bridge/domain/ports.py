@@ -62,6 +62,10 @@ class Repository(Protocol):
         """Rows currently stored per table (for summaries and reconciliation)."""
         ...
 
+    def ping(self) -> None:
+        """Return when the database answers; raise when it does not (readiness)."""
+        ...
+
 
 class Feed(Protocol):
     """A source of frames: a live WebSocket stream or a recording."""

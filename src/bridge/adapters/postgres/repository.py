@@ -127,6 +127,10 @@ class PostgresRepository:
                 self._account_ids.update(new_accounts)
         return written
 
+    def ping(self) -> None:
+        with self.pool.connection(timeout=2) as connection:
+            connection.execute("select 1")
+
     def count_rows(self) -> dict[Table, int]:
         tables = [Table.OPTIONS_FLOW, Table.NEWS_EVENTS, Table.BROKER_ACCOUNTS, Table.BROKER_POSITIONS,
                   Table.BROKER_BALANCES, Table.DEAD_LETTERS]  # fmt: skip

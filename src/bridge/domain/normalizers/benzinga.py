@@ -36,7 +36,9 @@ def normalize_benzinga(frame: ReceivedFrame) -> Normalized:
     try:
         message = decode_json(frame)
         row = _article(message, frame.received_at)
-    except (UndecodableFrame, InvalidValue) as exc:
+    except UndecodableFrame as exc:
+        return Normalized(dead_letters=(dead_letter(frame, [str(exc)], "invalid_json"),))
+    except InvalidValue as exc:
         return Normalized(dead_letters=(dead_letter(frame, [str(exc)]),))
     return Normalized(rows=(row,))
 

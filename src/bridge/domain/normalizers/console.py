@@ -76,7 +76,7 @@ def normalize_console(frame: ReceivedFrame) -> Normalized:
     try:
         decoded = decode_json(frame)
     except UndecodableFrame as exc:
-        return Normalized(dead_letters=(dead_letter(frame, [str(exc)]),))
+        return Normalized(dead_letters=(dead_letter(frame, [str(exc)], "invalid_json"),))
     if isinstance(decoded, dict):
         messages: list[object] = [decoded]
         label: Callable[[int], str] = lambda _: ""

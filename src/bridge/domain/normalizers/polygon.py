@@ -49,7 +49,7 @@ class PolygonNormalizer:
         try:
             decoded = decode_json(frame)
         except UndecodableFrame as exc:
-            return Normalized(dead_letters=(dead_letter(frame, [str(exc)]),))
+            return Normalized(dead_letters=(dead_letter(frame, [str(exc)], "invalid_json"),))
         if not isinstance(decoded, list):
             return Normalized(dead_letters=(dead_letter(frame, ["expected a JSON array of events"]),))
         rows: list[Row] = []
