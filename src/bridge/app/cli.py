@@ -81,7 +81,7 @@ def user_errors(function: F) -> F:
 def repository_for(settings: Settings, *, database_url: str | None = None) -> Iterator[PostgresRepository]:
     with (
         open_database(database_url or settings.database_url, settings.home) as url,
-        open_repository(url) as repository,
+        open_repository(url, pool_mode=settings.db_pool_mode) as repository,
     ):
         yield repository
 

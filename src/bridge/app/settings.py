@@ -24,6 +24,7 @@ Port = NewType("Port", int)
 PositiveFloat = NewType("PositiveFloat", float)
 FeedList = NewType("FeedList", tuple[str, ...])
 LogFormat = Literal["json", "console"]
+PoolMode = Literal["auto", "direct", "session", "transaction"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 #: Feeds this version of the bridge can run: the setting whose presence selects it by default.
@@ -99,6 +100,12 @@ class Settings:
     shutdown_grace_s: PositiveFloat = attrs.field(
         default=PositiveFloat(20.0),
         metadata=_env("BRIDGE_SHUTDOWN_GRACE_S", "seconds to flush on SIGTERM before giving up"),
+    )
+    db_pool_mode: PoolMode = attrs.field(
+        default="auto",
+        metadata=_env(
+            "BRIDGE_DB_POOL_MODE", "auto | direct | session | transaction (auto: port 6543 means transaction)"
+        ),
     )
     http_port: Port = attrs.field(
         default=Port(8080), metadata=_env("BRIDGE_HTTP_PORT", "port for /healthz, /readyz, /metrics; 0 = off")

@@ -1,10 +1,9 @@
 """A small migration runner: ordered plain-SQL files, each applied once, in its own transaction.
 
 Applied files are recorded with their SHA-256 in ``bridge_schema_migrations``; an applied file that
-has since been edited stops the run (fix it with a new migration instead). A session-level advisory
-lock serialises concurrent runs, so several pods may run ``bridge migrate`` at once: the first
-applies, the others wait and then find nothing pending. (Run it through a direct or session-pooler
-URL: a transaction pooler does not keep session locks.)
+has since been edited stops the run (fix it with a new migration instead). A transaction-level
+advisory lock serialises concurrent runs, so several pods may run ``bridge migrate`` at once (even
+through a transaction pooler): each file is applied once, the other runs find it done.
 """
 
 from __future__ import annotations
@@ -64,7 +63,8 @@ def load_migrations(directory: Path) -> list[Migration]:
 
 def connect(conninfo: str) -> psycopg.Connection[tuple[object, ...]]:
     try:
-        return psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        # no server-side prepared statements: transaction poolers (Supabase port 6543) cannot keep them
+        return psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, prepare_threshold=None)
     except psycopg.OperationalError as exc:
         raise DatabaseUnreachable(describe_connection_error(exc, conninfo)) from None
 
@@ -95,29 +95,31 @@ def pending(conninfo: str, directory: Path | None = None) -> list[str]:
 
 
 def migrate(conninfo: str, directory: Path | None = None) -> list[str]:
-    """Apply pending migrations in order; return the versions applied by this call."""
+    """Apply pending migrations in order; return the versions applied by this call.
+
+    Each migration runs in its own transaction that first takes a transaction-level advisory lock
+    and re-reads the ledger, so concurrent runs (several pods) apply each file once, and the lock
+    holds through a transaction pooler too (a session lock would not).
+    """
     migrations = load_migrations(directory or default_migrations_dir())
     done: list[str] = []
     with connect(conninfo) as connection:
-        connection.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))
-        try:
-            applied = _applied(connection)
-            _check_unedited(migrations, applied)
-            for migration in migrations:
-                if migration.version in applied:
-                    continue
-                try:
-                    with connection.transaction():
-                        connection.execute(migration.sql.encode())
-                        connection.execute(
-                            "insert into public.bridge_schema_migrations (version, checksum) values (%s, %s)",
-                            (migration.version, migration.checksum),
-                        )
-                except psycopg.Error as exc:
-                    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    raise MigrationError(f"{migration.path.name} failed and was rolled back: {first_line}") from None
-                done.append(migration.version)
-        finally:
-            if not connection.closed:
-                connection.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
+        with connection.transaction():
+            connection.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+            _check_unedited(migrations, _applied(connection))
+        for migration in migrations:
+            try:
+                with connection.transaction():
+                    connection.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+                    if migration.version in _applied(connection):
+                        continue
+                    connection.execute(migration.sql.encode())
+                    connection.execute(
+                        "insert into public.bridge_schema_migrations (version, checksum) values (%s, %s)",
+                        (migration.version, migration.checksum),
+                    )
+            except psycopg.Error as exc:
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise MigrationError(f"{migration.path.name} failed and was rolled back: {first_line}") from None
+            done.append(migration.version)
     return done

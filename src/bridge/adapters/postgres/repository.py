@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 from uuid import UUID
 
 import orjson
@@ -49,6 +49,9 @@ _OPTIONS_FLOW_TYPES: Final = (
 STAGE: Final = "bridge_stage_options_flow"
 _STAGE_DDL: Final = (
     f"create temp table if not exists {STAGE} (like public.options_flow including defaults) on commit delete rows"
+)
+_STAGE_PER_TRANSACTION_DDL: Final = (
+    f"create temp table if not exists {STAGE} (like public.options_flow including defaults) on commit drop"
 )
 _COLUMN_LIST: Final = ", ".join(OPTIONS_FLOW_COLUMNS)
 # Content the database refuses: data exceptions (22), integrity violations (23), over-size values (54).
@@ -89,9 +92,14 @@ def _options_flow_tuple(row: OptionsFlowRow) -> tuple[object, ...]:
 class PostgresRepository:
     """Implements ``bridge.domain.ports.Repository`` on a psycopg connection pool."""
 
-    def __init__(self, pool: ConnectionPool[Any], *, use_copy: bool = True) -> None:
+    def __init__(
+        self, pool: ConnectionPool[Any], *, use_copy: bool = True, stage_per_transaction: bool = False
+    ) -> None:
         self.pool = pool
         self.use_copy = use_copy
+        self.stage_per_transaction = stage_per_transaction
+        """Behind a transaction pooler a session's temp table may be on another server connection
+        next time: create the staging table inside each transaction (``on commit drop``) instead."""
         self._account_ids: dict[AccountRef, UUID] = {}
         self._account_lock = threading.Lock()
         self._writers: Mapping[Table, Callable[[Cursor, Sequence[Any]], tuple[int, dict[AccountRef, UUID]]]] = {
@@ -142,6 +150,8 @@ class PostgresRepository:
 
     def _write_options_flow(self, cursor: Cursor, rows: Sequence[OptionsFlowRow]) -> tuple[int, dict[AccountRef, UUID]]:
         if self.use_copy:
+            if self.stage_per_transaction:
+                cursor.execute(_STAGE_PER_TRANSACTION_DDL)
             with cursor.copy(f"copy {STAGE} ({_COLUMN_LIST}) from stdin") as copy:
                 for row in rows:
                     copy.write_row(_options_flow_tuple(row))
@@ -327,19 +337,49 @@ def _prepare_connection(connection: psycopg.Connection[Any]) -> None:
     connection.commit()
 
 
+PoolMode = Literal["auto", "direct", "session", "transaction"]
+SUPABASE_TRANSACTION_POOLER_PORT: Final = 6543
+
+
+def resolve_pool_mode(conninfo: str, mode: PoolMode) -> PoolMode:
+    """``auto``: Supabase's transaction pooler listens on 6543; anything else is taken as session-capable."""
+    if mode != "auto":
+        return mode
+    try:
+        port = psycopg.conninfo.conninfo_to_dict(conninfo).get("port")
+    except psycopg.ProgrammingError:
+        return "direct"
+    return "transaction" if str(port) == str(SUPABASE_TRANSACTION_POOLER_PORT) else "direct"
+
+
 @contextmanager
 def open_repository(
-    conninfo: str, *, min_size: int = 1, max_size: int = 8, use_copy: bool = True, open_timeout_s: float = 15
+    conninfo: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 8,
+    use_copy: bool = True,
+    pool_mode: PoolMode = "auto",
+    open_timeout_s: float = 15,
 ) -> Iterator[PostgresRepository]:
-    """Open a pool (explicitly, failing fast with a one-line error) and yield a repository on it."""
+    """Open a pool (explicitly, failing fast with a one-line error) and yield a repository on it.
+
+    In ``transaction`` mode (a transaction pooler such as Supabase's on port 6543, or PgBouncer with
+    ``pool_mode = transaction``) no server-side prepared statements are used and the COPY staging
+    table lives inside each transaction; TLS options such as ``sslmode=require`` come from the URL.
+    """
+    transaction_pooler = resolve_pool_mode(conninfo, pool_mode) == "transaction"
+    kwargs: dict[str, Any] = {"connect_timeout": 10}
+    if transaction_pooler:
+        kwargs["prepare_threshold"] = None
     pool: ConnectionPool[Any] = ConnectionPool(
         conninfo,
         min_size=min_size,
         max_size=max_size,
         open=False,
         check=ConnectionPool.check_connection,
-        configure=_prepare_connection if use_copy else None,
-        kwargs={"connect_timeout": 10},
+        configure=_prepare_connection if use_copy and not transaction_pooler else None,
+        kwargs=kwargs,
         timeout=30,
         name="bridge",
     )
@@ -354,6 +394,6 @@ def open_repository(
         pool.close()
         raise DatabaseUnreachable(describe_connection_error(reason, conninfo)) from None
     try:
-        yield PostgresRepository(pool, use_copy=use_copy)
+        yield PostgresRepository(pool, use_copy=use_copy, stage_per_transaction=transaction_pooler)
     finally:
         pool.close()
