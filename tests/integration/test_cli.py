@@ -178,3 +178,23 @@ async def test_check_reports_each_component(tmp_path: Path, database_url: str) -
             assert expected in out
             assert token not in out
         nursery.cancel_scope.cancel()
+
+
+async def test_no_credential_reaches_any_log_line(tmp_path: Path, database_url: str) -> None:
+    """A password in DATABASE_URL and a token that travels in a URL, through connection failures and retries."""
+    params = psycopg.conninfo.conninfo_to_dict(database_url)
+    with_password = psycopg.conninfo.make_conninfo(**{**params, "password": "Pa55-w0rd-never-logged"})
+    env = clean_env(DATABASE_URL=with_password, BRIDGE_BENZINGA_API_KEY="bz-token-never-logged",
+                    BRIDGE_BENZINGA_URL=f"ws://127.0.0.1:{free_port()}/api/v1/news/stream",
+                    BRIDGE_LOG_FORMAT="json", BRIDGE_LOG_LEVEL="debug", BRIDGE_HTTP_PORT="0")  # fmt: skip
+    output = tmp_path / "bridge.log"
+    with output.open("wb") as log_file:
+        process = await trio.lowlevel.open_process([*BRIDGE, "run"], env=env, stdout=log_file, stderr=log_file)
+        await trio.sleep(3)  # long enough to fail to connect and log it
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            assert await process.wait() == 0
+    text = output.read_text()
+    assert "feed failed" in text  # the failure was logged...
+    for secret in ("Pa55-w0rd-never-logged", "bz-token-never-logged"):
+        assert secret not in text  # ...without the secrets

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bridge.logs import get_logger
 
-log = get_logger(__name__)
+log = get_logger(__name__, component="database")
 
 
 class EmbeddedPostgresError(RuntimeError):

@@ -40,7 +40,7 @@ from bridge.app.stats import PipelineStats
 from bridge.domain.models import DATA_TABLES, Table
 from bridge.logs import REDACTOR, configure_logging, get_logger
 
-log = get_logger(__name__)
+log = get_logger(__name__, component="service")
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CONFIG = 2
 EXIT_FAILED = 1

@@ -10,7 +10,7 @@ from bridge.adapters.embedded import open_embedded_postgres
 from bridge.adapters.postgres.migrations import migrate
 from bridge.logs import get_logger
 
-log = get_logger(__name__)
+log = get_logger(__name__, component="database")
 
 
 @contextmanager

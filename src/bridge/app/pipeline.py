@@ -25,7 +25,7 @@ from bridge.domain.policies import BackoffPolicy, BatchPolicy
 from bridge.domain.ports import Clock, Feed, Normalizer, Repository
 from bridge.logs import get_logger
 
-log = get_logger(__name__)
+log = get_logger(__name__, component="pipeline")
 
 FrameTap = Callable[[ReceivedFrame], None]
 """Sees every frame as it arrives (the recorder)."""

@@ -26,7 +26,7 @@ from bridge.domain.normalizers.polygon import PolygonNormalizer
 from bridge.domain.ports import Feed, Normalizer, Repository
 from bridge.logs import get_logger
 
-log = get_logger(__name__)
+log = get_logger(__name__, component="service")
 
 StopWaiter = Callable[[], Awaitable[None]]
 

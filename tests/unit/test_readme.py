@@ -1,0 +1,19 @@
+"""The README stays true: every setting the bridge reads is documented there, with its default."""
+
+from pathlib import Path
+
+import attrs
+
+from bridge.app.settings import Settings
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def test_every_environment_variable_is_documented() -> None:
+    missing = [field.metadata["env"] for field in attrs.fields(Settings) if f"`{field.metadata['env']}`" not in README]
+    assert missing == []
+
+
+def test_the_two_newcomer_commands_come_first() -> None:
+    head = README[: README.index("## Commands")]
+    assert "bridge demo" in head and "\npytest" in head
