@@ -115,7 +115,7 @@ async def test_run_ingests_a_stream_and_flushes_on_sigterm(tmp_path: Path, datab
                 assert status == 200
                 assert 'bridge_feed_connected{feed="console"} 1.0' in metrics
                 assert f'bridge_frames_received_total{{feed="console"}} {float(sent.frames_sent)}' in metrics
-                assert "bridge_buffer_rows 3000.0" in metrics
+                assert "bridge_pending_rows 3000.0" in metrics
                 process.send_signal(signal.SIGTERM)
                 code = await process.wait()
         nursery.cancel_scope.cancel()

@@ -102,3 +102,29 @@ class MemoryRepository:
 
 def _newer_or_same(updated_at: datetime, current: BrokerPositionRow | BrokerBalanceRow | None) -> bool:
     return current is None or current.updated_at <= updated_at
+
+
+@attrs.define
+class MemorySpool:
+    """The Spool port in memory, for unit tests of the writers' ordering and spilling."""
+
+    batches: list[tuple[int, list[tuple[str, list[Row]]]]] = attrs.Factory(list)
+    appended: int = 0
+
+    @property
+    def records(self) -> int:
+        return len(self.batches)
+
+    @property
+    def bytes(self) -> int:
+        return sum(len(rows) for _, parts in self.batches for _, rows in parts)
+
+    def append(self, seq: int, parts: Sequence[tuple[str, Sequence[Row]]]) -> None:
+        self.batches.append((seq, [(feed, list(rows)) for feed, rows in parts]))
+        self.appended += 1
+
+    def peek(self) -> tuple[int, list[tuple[str, list[Row]]]] | None:
+        return self.batches[0] if self.batches else None
+
+    def pop(self) -> None:
+        self.batches.pop(0)

@@ -12,10 +12,12 @@ import functools
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import attrs
 import trio
 
+from bridge.adapters.spool import DiskSpool
 from bridge.app.stats import FeedState, PipelineStats
 from bridge.app.supervisor import run_supervised
 from bridge.app.writer import Delivery, TableWriter
@@ -39,6 +41,10 @@ class PipelineConfig:
     channel_capacity: int = 1024
     """Deliveries (one frame's rows for one table) a writer may hold before feeds wait."""
     shutdown_grace_s: float = 20.0
+    spool_dir: Path | None = None
+    """Where writers spool batches the database cannot take; ``None``: hold the feeds back instead."""
+    buffer_max_rows: int = 100_000
+    """Rows each writer keeps in memory before spooling (or, without a spool, before feeds wait)."""
     repository_in_thread: bool = True
     """False only for in-memory fakes, so tests on trio's virtual clock stay deterministic."""
 
@@ -106,6 +112,8 @@ async def open_pipeline(
                 clock,
                 dead_letters,
                 in_thread=config.repository_in_thread,
+                spool=DiskSpool(config.spool_dir, table).open() if config.spool_dir else None,
+                buffer_max_rows=config.buffer_max_rows,
             )
 
         nursery.start_soon(writer(Table.DEAD_LETTERS, None).run, dead_receive)
@@ -176,7 +184,7 @@ async def run_bridge(
                     if stats.feed_state.get(feed.name) != FeedState.FINISHED:
                         stats.feed_state[feed.name] = FeedState.STOPPED
         nursery.cancel_scope.cancel()
-    flushed = not drain_scope.cancelled_caught
+    flushed = not drain_scope.cancelled_caught or not stats.rows_lost_at_shutdown.total()
     if not flushed:
         pending = sum(stats.rows_normalized.values()) - sum(stats.rows_committed.values())
         log.error("shutdown grace expired before every row was written", rows_not_written=pending)

@@ -74,7 +74,12 @@ def build_feed(name: str, settings: Settings) -> Feed:
 
 
 def pipeline_config(settings: Settings) -> PipelineConfig:
-    return PipelineConfig(batching=settings.batching, shutdown_grace_s=settings.shutdown_grace_s)
+    return PipelineConfig(
+        batching=settings.batching,
+        shutdown_grace_s=settings.shutdown_grace_s,
+        spool_dir=settings.effective_spool_dir,
+        buffer_max_rows=settings.buffer_max_rows,
+    )
 
 
 def signal_waiter(receiver: AsyncIterator[int], *, first_after_s: float | None = None) -> StopWaiter:

@@ -93,6 +93,20 @@ class Settings:
         default=PositiveFloat(200.0),
         metadata=_env("BRIDGE_BATCH_MAX_MS", "milliseconds a row may wait for its batch to fill"),
     )
+    spool_dir: Path | None = attrs.field(
+        default=None,
+        metadata=_env(
+            "BRIDGE_SPOOL_DIR", "disk spool for batches the database cannot take (default BRIDGE_HOME/spool)"
+        ),
+    )
+    buffer_max_rows: PositiveInt = attrs.field(
+        default=PositiveInt(100_000),
+        metadata=_env("BRIDGE_BUFFER_MAX_ROWS", "rows each table's writer holds in memory before spooling to disk"),
+    )
+    max_frame_bytes: PositiveInt = attrs.field(
+        default=PositiveInt(16 * 1024 * 1024),
+        metadata=_env("BRIDGE_MAX_FRAME_BYTES", "larger frames are dead-lettered instead of parsed"),
+    )
     max_silence_s: PositiveFloat = attrs.field(
         default=PositiveFloat(90.0),
         metadata=_env("BRIDGE_MAX_SILENCE_S", "seconds without a message before a stream is reconnected"),
@@ -115,6 +129,10 @@ class Settings:
     log_level: LogLevel = attrs.field(
         default="info", metadata=_env("BRIDGE_LOG_LEVEL", "debug | info | warning | error")
     )
+
+    @property
+    def effective_spool_dir(self) -> Path:
+        return self.spool_dir if self.spool_dir is not None else self.home / "spool"
 
     @property
     def batching(self) -> BatchPolicy:

@@ -7,8 +7,11 @@ becomes a dead letter with the database's reason.
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import attrs
 import orjson
@@ -18,10 +21,11 @@ from bridge.app.stats import PipelineStats
 from bridge.domain.ids import stable_id
 from bridge.domain.models import DeadLetter, Row, Table
 from bridge.domain.policies import BackoffPolicy, BatchPolicy
-from bridge.domain.ports import Clock, DataRejected, Repository
+from bridge.domain.ports import Clock, DataRejected, Repository, Spool
 from bridge.logs import get_logger
 
 log = get_logger(__name__)
+_T = TypeVar("_T")
 
 
 @attrs.frozen
@@ -74,19 +78,135 @@ class TableWriter:
     """Call the (synchronous) repository from a worker thread; unit tests with fakes call it inline."""
     rng: Callable[[], float] = random.random
 
+    spool: Spool | None = None
+    """Where batches go beyond ``buffer_max_rows`` (and at shutdown, when the database is down)."""
+    buffer_max_rows: int = 100_000
+    _memory: deque[tuple[int, list[Delivery]]] = attrs.field(factory=deque, init=False)
+    _memory_rows: int = attrs.field(default=0, init=False)
+    _sequence: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
+    _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _receiving: bool = attrs.field(default=True, init=False)
+    _spool_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
+
     async def run(self, receive: trio.MemoryReceiveChannel[Delivery]) -> None:
-        """Write batches until the channel is closed and drained, then return."""
-        async with receive:
+        """Take batches off the channel while another task writes them; return when all are written.
+
+        Receiving never waits for the database: batches queue in memory up to ``buffer_max_rows``,
+        then in the disk spool (oldest first, so the order of writes is kept). Without a spool the
+        receiver waits instead, which holds the feeds back. Cancelled (the shutdown grace expired),
+        it spools what it still holds.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._flush_all)
+                async with receive:
+                    while True:
+                        batch = await collect_batch(receive, self.batching)
+                        if batch.deliveries:
+                            await self._enqueue(batch.deliveries)
+                        if batch.ended:
+                            break
+                self._receiving = False
+                self._notify()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._spool_leftovers(receive)
+            if self.dead_letters is not None:
+                self.dead_letters.close()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _spool_call(self, method: Callable[..., _T], *args: object) -> _T:
+        async with self._spool_lock:
+            if not self.in_thread:
+                await trio.lowlevel.checkpoint()
+                return method(*args)
+            return await trio.to_thread.run_sync(method, *args)
+
+    async def _enqueue(self, deliveries: list[Delivery]) -> None:
+        rows = sum(len(delivery.rows) for delivery in deliveries)
+        seq = next(self._sequence)
+        if self.spool is None:
+            while self._memory and self._memory_rows + rows > self.buffer_max_rows:
+                await self._changed.wait()  # no spool: hold the feeds back until the writer catches up
+        elif self.spool.records or self._memory_rows + rows > self.buffer_max_rows:
+            await self._spill()
+            await self._spool_call(self.spool.append, seq, [(d.feed, d.rows) for d in deliveries])
+            self.stats.spool_bytes[self.table] = self.spool.bytes
+            self._notify()
+            return
+        self._memory.append((seq, deliveries))
+        self._memory_rows += rows
+        self.stats.buffer_rows[self.table] = self._memory_rows
+        self._notify()
+
+    async def _spill(self) -> None:
+        """Move every batch held in memory to the spool, oldest first, so the spool stays in order."""
+        assert self.spool is not None
+        while self._memory:
+            seq, deliveries = self._memory[0]
+            await self._spool_call(self.spool.append, seq, [(d.feed, d.rows) for d in deliveries])
+            self._memory.popleft()
+            self._memory_rows -= sum(len(d.rows) for d in deliveries)
+        self.stats.buffer_rows[self.table] = self._memory_rows
+        self.stats.spool_bytes[self.table] = self.spool.bytes
+
+    async def _head(self) -> tuple[int, list[Delivery]] | None:
+        if self._memory:
+            return self._memory[0]
+        if self.spool is not None and self.spool.records:
+            spooled = await self._spool_call(self.spool.peek)
+            if spooled is not None:
+                seq, parts = spooled
+                return seq, [Delivery(feed, rows) for feed, rows in parts]
+        return None
+
+    async def _flush_all(self) -> None:
+        """Write the oldest batch until it lands, then the next; return when receiving ended and all is written."""
+        while True:
+            head = await self._head()
+            if head is None:
+                if not self._receiving:
+                    return
+                await self._changed.wait()
+                continue
+            seq, deliveries = head
+            await self.write(deliveries)
+            if self._memory and self._memory[0][0] == seq:
+                self._memory.popleft()
+                self._memory_rows -= sum(len(d.rows) for d in deliveries)
+                self.stats.buffer_rows[self.table] = self._memory_rows
+            elif self.spool is not None:
+                await self._spool_call(self.spool.pop)
+                self.stats.spool_bytes[self.table] = self.spool.bytes
+            self._notify()
+
+    async def _spool_leftovers(self, receive: trio.MemoryReceiveChannel[Delivery]) -> None:
+        """After a cancellation: whatever is still in memory or in the channel goes to the spool."""
+        leftovers: list[Delivery] = []
+        while True:
             try:
-                while True:
-                    batch = await collect_batch(receive, self.batching)
-                    if batch.deliveries:
-                        await self.write(batch.deliveries)
-                    if batch.ended:
-                        return
-            finally:
-                if self.dead_letters is not None:
-                    self.dead_letters.close()
+                leftovers.append(receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        pending = self._memory_rows + sum(len(d.rows) for d in leftovers)
+        if not pending:
+            return
+        if self.spool is None:
+            self.stats.rows_lost_at_shutdown[self.table] += pending
+            log.error("rows not written at shutdown and no spool to keep them", table=str(self.table), rows=pending)
+            return
+        with trio.move_on_after(10):
+            await self._spill()
+            if leftovers:
+                await self._spool_call(self.spool.append, next(self._sequence), [(d.feed, d.rows) for d in leftovers])
+            self.stats.spool_bytes[self.table] = self.spool.bytes
+            log.warning("the database did not take every row before shutdown; spooled", table=str(self.table),
+                        rows=pending, spool_bytes=self.spool.bytes)  # fmt: skip
+            return
+        self.stats.rows_lost_at_shutdown[self.table] += pending
 
     async def write(self, deliveries: list[Delivery]) -> None:
         rows = [row for delivery in deliveries for row in delivery.rows]

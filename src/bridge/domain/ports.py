@@ -67,6 +67,31 @@ class Repository(Protocol):
         ...
 
 
+class Spool(Protocol):
+    """Batches of one table kept on disk while the database cannot take them; oldest first.
+
+    Synchronous (it fsyncs): the application calls it from a worker thread.
+    """
+
+    @property
+    def records(self) -> int: ...
+
+    @property
+    def bytes(self) -> int: ...
+
+    def append(self, seq: int, parts: Sequence[tuple[str, Sequence[Row]]]) -> None:
+        """Add a batch, made of the rows each feed contributed; durable when this returns."""
+        ...
+
+    def peek(self) -> tuple[int, list[tuple[str, list[Row]]]] | None:
+        """The oldest batch without consuming it."""
+        ...
+
+    def pop(self) -> None:
+        """Consume the oldest batch (it is in the database)."""
+        ...
+
+
 class Feed(Protocol):
     """A source of frames: a live WebSocket stream or a recording."""
 
