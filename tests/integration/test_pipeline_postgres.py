@@ -66,7 +66,7 @@ def good_frames() -> list[ReceivedFrame]:
                 {
                     "type": "options_flow",
                     "data": {
-                        "event_ts": 1763649000000,
+                        "event_ts": 1795185000000,
                         "option_symbol": "SPXW251219P06000000",
                         "size": 1,
                         "trade_price": 41.0,
@@ -229,7 +229,7 @@ async def test_a_row_the_database_refuses_is_dead_lettered_and_its_batch_lands(
             {
                 "type": "options_flow",
                 "data": {
-                    "event_ts": 1763649000000 + n,
+                    "event_ts": 1795185000000 + n,
                     "option_symbol": "IWM251219C00250000",
                     "trade_price": 1.0,
                     "size": 5000 if n == 3 else 1,

@@ -64,7 +64,7 @@ def test_ids_are_deterministic_and_distinguish_trades() -> None:
 def test_epoch_milliseconds_and_explicit_columns_are_kept() -> None:
     data = {
         **TRADE,
-        "event_ts": 1763649000000,
+        "event_ts": 1795185000000,
         "side": "SELL",
         "symbol": "SPXW",
         "source": "opra-x",
@@ -72,7 +72,7 @@ def test_epoch_milliseconds_and_explicit_columns_are_kept() -> None:
     }
     (row,) = normalize_console(frame({"type": "options_flow", "data": data})).rows
     assert isinstance(row, OptionsFlowRow)
-    assert row.event_ts == datetime(2025, 11, 20, 14, 30, tzinfo=UTC)
+    assert row.event_ts == datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
     assert (row.side, row.symbol, row.source) == ("sell", "SPXW", "opra-x")
     assert row.raw == {"vendor": "x", "sequence": 7}  # given raw plus unknown keys
 
@@ -102,7 +102,7 @@ def test_news_accounts_positions_and_balances() -> None:
                 "symbol": "SPY",
                 "qty": "-3",
                 "avg_price": "501.25",
-                "updated_at": 1763647200000,
+                "updated_at": 1795183200000,
             },
         },
         {

@@ -13,7 +13,7 @@ from bridge.domain.nbbo import NbboBook, Quote
 from bridge.domain.normalizers.polygon import PolygonNormalizer
 from bridge.domain.quote_subscriptions import QuoteSubscriptions
 
-T = 1763649000000  # 2025-11-20T14:30:00Z in Unix ms
+T = 1795185000000  # 2026-11-20T14:30:00Z in Unix ms
 SYM = "O:SPY251219C00650000"
 RECEIVED = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
 
@@ -38,7 +38,7 @@ def test_a_trade_becomes_a_complete_row() -> None:
     assert (row.strike, row.expiration) == (Decimal(650), date(2025, 12, 19))
     assert (row.trade_price, row.size, row.notional) == (Decimal("1.6"), Decimal(3), Decimal("480.0"))
     assert (row.bid, row.ask, row.side) == (Decimal("1.5"), Decimal("1.6"), "buy")
-    assert row.event_ts == datetime(2025, 11, 20, 14, 30, 0, 100000, tzinfo=UTC)
+    assert row.event_ts == datetime(2026, 11, 20, 14, 30, 0, 100000, tzinfo=UTC)
     assert (row.venue, row.source) == ("XCBO", "polygon")
     assert row.raw == trade(1.60)
 

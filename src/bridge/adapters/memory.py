@@ -119,6 +119,10 @@ class MemorySpool:
     def bytes(self) -> int:
         return sum(len(rows) for _, parts in self.batches for _, rows in parts)
 
+    @property
+    def head_seq(self) -> int | None:
+        return self.batches[0][0] if self.batches else None
+
     def append(self, seq: int, parts: Sequence[tuple[str, Sequence[Row]]]) -> None:
         self.batches.append((seq, [(feed, list(rows)) for feed, rows in parts]))
         self.appended += 1

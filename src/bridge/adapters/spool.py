@@ -80,7 +80,11 @@ class DiskSpool:
     bytes: int = 0
     torn_tails: int = 0
     _head: int = 0
-    _positions: list[tuple[int, int]] = attrs.Factory(list)  # (offset, length) of each unconsumed record
+    _positions: list[tuple[int, int, int]] = attrs.Factory(list)  # (offset, length, seq) of each unconsumed record
+
+    @property
+    def head_seq(self) -> int | None:
+        return self._positions[0][2] if self._positions else None
 
     @property
     def path(self) -> Path:
@@ -109,7 +113,7 @@ class DiskSpool:
                 payload = file.read(length)
                 if len(payload) < length or zlib.crc32(payload) != checksum:
                     break
-                self._positions.append((offset, HEADER.size + length))
+                self._positions.append((offset, HEADER.size + length, int(orjson.loads(payload)["seq"])))
                 offset += HEADER.size + length
             if offset < size:
                 self.torn_tails += 1
@@ -130,14 +134,14 @@ class DiskSpool:
             file.write(HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
             file.flush()
             os.fsync(file.fileno())
-        self._positions.append((offset, HEADER.size + len(payload)))
+        self._positions.append((offset, HEADER.size + len(payload), seq))
         self._recount()
 
     def peek(self) -> tuple[int, list[tuple[str, list[Row]]]] | None:
         """The oldest batch (sequence number and parts), without consuming it."""
         if not self._positions:
             return None
-        offset, length = self._positions[0]
+        offset, length, _ = self._positions[0]
         with self.path.open("rb") as file:
             file.seek(offset + HEADER.size)
             record = orjson.loads(file.read(length - HEADER.size))
@@ -146,7 +150,7 @@ class DiskSpool:
 
     def pop(self) -> None:
         """The oldest batch is in the database: move the head past it (and reset an emptied spool)."""
-        offset, length = self._positions.pop(0)
+        offset, length, _ = self._positions.pop(0)
         if self._positions:
             self._write_head(offset + length)
         else:
@@ -167,7 +171,7 @@ class DiskSpool:
 
     def _recount(self) -> None:
         self.records = len(self._positions)
-        self.bytes = sum(length for _, length in self._positions)
+        self.bytes = sum(length for _, length, _ in self._positions)
 
     def __len__(self) -> int:
         return self.records

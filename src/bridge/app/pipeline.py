@@ -41,6 +41,7 @@ class PipelineConfig:
     channel_capacity: int = 1024
     """Deliveries (one frame's rows for one table) a writer may hold before feeds wait."""
     shutdown_grace_s: float = 20.0
+    max_frame_bytes: int = 16 * 1024 * 1024
     spool_dir: Path | None = None
     """Where writers spool batches the database cannot take; ``None``: hold the feeds back instead."""
     buffer_max_rows: int = 100_000
@@ -55,6 +56,15 @@ class Pipeline:
     channels: Mapping[Table, trio.MemorySendChannel[Delivery]]
     stats: PipelineStats
     tap: FrameTap | None = None
+    max_frame_bytes: int = 16 * 1024 * 1024
+
+    def _oversized(self, frame: ReceivedFrame) -> tuple[str, str] | None:
+        if len(frame.text) * 4 <= self.max_frame_bytes:  # cheap: a character is at most 4 bytes
+            return None
+        size = len(frame.text.encode())
+        if size <= self.max_frame_bytes:
+            return None
+        return "oversized", f"frame of {size:,} bytes exceeds BRIDGE_MAX_FRAME_BYTES ({self.max_frame_bytes:,})"
 
     def connected(self, feed: str) -> None:
         self.stats.feed_state[feed] = FeedState.CONNECTED
@@ -66,10 +76,15 @@ class Pipeline:
         if self.tap is not None:
             self.tap(frame)
         normalizer = self.normalizers.get(frame.feed)
-        if normalizer is None:
-            reason = f"no normalizer for feed {frame.feed!r}; known: {', '.join(sorted(self.normalizers))}"
-            letters: Sequence[DeadLetter] = (dead_letter(frame, [reason], "unknown_feed"),)
+        problem = frame.problem or self._oversized(frame)
+        if problem is not None:
+            kind, reason = problem
+            letters: Sequence[DeadLetter] = (dead_letter(frame, [reason], kind),)
             rows: Sequence[Row] = ()
+        elif normalizer is None:
+            reason = f"no normalizer for feed {frame.feed!r}; known: {', '.join(sorted(self.normalizers))}"
+            letters = (dead_letter(frame, [reason], "unknown_feed"),)
+            rows = ()
         else:
             result = normalizer(frame)
             letters, rows = result.dead_letters, result.rows
@@ -122,7 +137,7 @@ async def open_pipeline(
             channels[table] = send
             nursery.start_soon(writer(table, dead_send.clone()).run, receive)
         try:
-            yield Pipeline(normalizers, channels, stats, tap)
+            yield Pipeline(normalizers, channels, stats, tap, config.max_frame_bytes)
         finally:
             for channel in channels.values():
                 channel.close()

@@ -79,6 +79,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         shutdown_grace_s=settings.shutdown_grace_s,
         spool_dir=settings.effective_spool_dir,
         buffer_max_rows=settings.buffer_max_rows,
+        max_frame_bytes=settings.max_frame_bytes,
     )
 
 

@@ -118,12 +118,12 @@ class TableWriter:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def _spool_call(self, method: Callable[..., _T], *args: object) -> _T:
-        async with self._spool_lock:
-            if not self.in_thread:
-                await trio.lowlevel.checkpoint()
-                return method(*args)
-            return await trio.to_thread.run_sync(method, *args)
+    async def _on_spool(self, method: Callable[..., _T], *args: object) -> _T:
+        """Run a spool operation (blocking disk I/O) off the event loop; callers hold ``_spool_lock``."""
+        if not self.in_thread:
+            await trio.lowlevel.checkpoint()
+            return method(*args)
+        return await trio.to_thread.run_sync(method, *args)
 
     async def _enqueue(self, deliveries: list[Delivery]) -> None:
         rows = sum(len(delivery.rows) for delivery in deliveries)
@@ -132,8 +132,9 @@ class TableWriter:
             while self._memory and self._memory_rows + rows > self.buffer_max_rows:
                 await self._changed.wait()  # no spool: hold the feeds back until the writer catches up
         elif self.spool.records or self._memory_rows + rows > self.buffer_max_rows:
-            await self._spill()
-            await self._spool_call(self.spool.append, seq, [(d.feed, d.rows) for d in deliveries])
+            async with self._spool_lock:
+                await self._spill()
+                await self._on_spool(self.spool.append, seq, [(d.feed, d.rows) for d in deliveries])
             self.stats.spool_bytes[self.table] = self.spool.bytes
             self._notify()
             return
@@ -143,25 +144,40 @@ class TableWriter:
         self._notify()
 
     async def _spill(self) -> None:
-        """Move every batch held in memory to the spool, oldest first, so the spool stays in order."""
+        """Move every batch held in memory to the spool, oldest first (caller holds ``_spool_lock``).
+
+        Memory is emptied only once all of it is on disk, and the flusher removes a written batch
+        under the same lock, so a batch is never lost or removed twice.
+        """
         assert self.spool is not None
-        while self._memory:
-            seq, deliveries = self._memory[0]
-            await self._spool_call(self.spool.append, seq, [(d.feed, d.rows) for d in deliveries])
-            self._memory.popleft()
-            self._memory_rows -= sum(len(d.rows) for d in deliveries)
-        self.stats.buffer_rows[self.table] = self._memory_rows
+        for seq, deliveries in list(self._memory):
+            await self._on_spool(self.spool.append, seq, [(d.feed, d.rows) for d in deliveries])
+        self._memory.clear()
+        self._memory_rows = 0
+        self.stats.buffer_rows[self.table] = 0
         self.stats.spool_bytes[self.table] = self.spool.bytes
 
     async def _head(self) -> tuple[int, list[Delivery]] | None:
         if self._memory:
             return self._memory[0]
         if self.spool is not None and self.spool.records:
-            spooled = await self._spool_call(self.spool.peek)
+            async with self._spool_lock:
+                spooled = await self._on_spool(self.spool.peek)
             if spooled is not None:
                 seq, parts = spooled
                 return seq, [Delivery(feed, rows) for feed, rows in parts]
         return None
+
+    async def _remove(self, seq: int) -> None:
+        """The batch ``seq`` is in the database: drop it from wherever it is now (memory or spool)."""
+        async with self._spool_lock:
+            if self._memory and self._memory[0][0] == seq:
+                _, deliveries = self._memory.popleft()
+                self._memory_rows -= sum(len(d.rows) for d in deliveries)
+                self.stats.buffer_rows[self.table] = self._memory_rows
+            elif self.spool is not None and self.spool.head_seq == seq:
+                await self._on_spool(self.spool.pop)
+                self.stats.spool_bytes[self.table] = self.spool.bytes
 
     async def _flush_all(self) -> None:
         """Write the oldest batch until it lands, then the next; return when receiving ended and all is written."""
@@ -174,13 +190,7 @@ class TableWriter:
                 continue
             seq, deliveries = head
             await self.write(deliveries)
-            if self._memory and self._memory[0][0] == seq:
-                self._memory.popleft()
-                self._memory_rows -= sum(len(d.rows) for d in deliveries)
-                self.stats.buffer_rows[self.table] = self._memory_rows
-            elif self.spool is not None:
-                await self._spool_call(self.spool.pop)
-                self.stats.spool_bytes[self.table] = self.spool.bytes
+            await self._remove(seq)
             self._notify()
 
     async def _spool_leftovers(self, receive: trio.MemoryReceiveChannel[Delivery]) -> None:
@@ -199,9 +209,11 @@ class TableWriter:
             log.error("rows not written at shutdown and no spool to keep them", table=str(self.table), rows=pending)
             return
         with trio.move_on_after(10):
-            await self._spill()
-            if leftovers:
-                await self._spool_call(self.spool.append, next(self._sequence), [(d.feed, d.rows) for d in leftovers])
+            async with self._spool_lock:
+                await self._spill()
+                if leftovers:
+                    parts = [(d.feed, d.rows) for d in leftovers]
+                    await self._on_spool(self.spool.append, next(self._sequence), parts)
             self.stats.spool_bytes[self.table] = self.spool.bytes
             log.warning("the database did not take every row before shutdown; spooled", table=str(self.table),
                         rows=pending, spool_bytes=self.spool.bytes)  # fmt: skip
@@ -224,7 +236,11 @@ class TableWriter:
             try:
                 started = trio.current_time()
                 if self.in_thread:
-                    written = await trio.to_thread.run_sync(self.repository.write, self.table, rows)
+                    # abandoned on cancel (shutdown grace): the batch is then spooled; if the thread's
+                    # write commits after all, replaying it from the spool writes nothing twice
+                    written = await trio.to_thread.run_sync(
+                        self.repository.write, self.table, rows, abandon_on_cancel=True
+                    )
                 else:
                     await trio.lowlevel.checkpoint()
                     written = self.repository.write(self.table, rows)

@@ -15,6 +15,7 @@ from bridge.domain.ids import stable_id
 from bridge.domain.models import DeadLetter, ReceivedFrame
 
 MAX_REASONS: Final = 10
+MAX_STORED_CHARS: Final = 1_000_000
 
 
 class UndecodableFrame(ValueError):
@@ -36,6 +37,9 @@ def dead_letter(frame: ReceivedFrame, reasons: Sequence[str], kind: str = "inval
     if len(reasons) > MAX_REASONS:
         shown.append(f"and {len(reasons) - MAX_REASONS} more")
     text = frame.text
+    if len(text) > MAX_STORED_CHARS:
+        shown.append(f"the frame is stored cut to its first {MAX_STORED_CHARS:,} characters (of {len(text):,})")
+        text = text[:MAX_STORED_CHARS]
     if "\x00" in text:
         # PostgreSQL text cannot hold NUL; keep the frame readable and say so.
         text = text.replace("\x00", "\\u0000")

@@ -56,6 +56,8 @@ class ReceivedFrame:
     received_at: datetime
     text: str
     decoded: object = attrs.field(default=None, eq=False, repr=False)
+    problem: tuple[str, str] | None = attrs.field(default=None, eq=False)
+    """(kind, reason) when the transport already knows the frame is unusable (e.g. invalid UTF-8)."""
 
 
 @attrs.frozen

@@ -79,6 +79,11 @@ class Spool(Protocol):
     @property
     def bytes(self) -> int: ...
 
+    @property
+    def head_seq(self) -> int | None:
+        """The sequence number of the oldest batch, if any."""
+        ...
+
     def append(self, seq: int, parts: Sequence[tuple[str, Sequence[Row]]]) -> None:
         """Add a batch, made of the rows each feed contributed; durable when this returns."""
         ...

@@ -16,6 +16,12 @@ from typing import Final
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # Epoch values above this are taken as microseconds or nanoseconds by mistake, below it as ms.
 _MAX_EPOCH_MS: Final = 10**14
+MAX_CLOCK_SKEW: Final = timedelta(hours=1)
+TRADE_MAX_AGE: Final = timedelta(days=7)
+"""Trades and quotes are live data: older than this when received means a broken upstream clock or feed."""
+NEWS_MAX_AGE: Final = timedelta(days=3650)
+"""Articles are updated long after publication, so only absurd publication times are refused."""
+ACCOUNT_STATE_MAX_AGE: Final = timedelta(days=365)
 
 
 class InvalidValue(ValueError):
@@ -100,6 +106,15 @@ def _rfc2822(value: str) -> datetime | None:
         return parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
+
+
+def plausible(column: str, moment: datetime, received_at: datetime, max_past: timedelta) -> datetime:
+    """A vendor time far from when the frame arrived is a bug upstream, not data: refuse it with the gap."""
+    if moment > received_at + MAX_CLOCK_SKEW:
+        raise InvalidValue(f"{column}: {moment.isoformat()} is {moment - received_at} after the frame arrived")
+    if moment < received_at - max_past:
+        raise InvalidValue(f"{column}: {moment.isoformat()} is more than {max_past.days} days before the frame arrived")
+    return moment
 
 
 def optional_timestamp(column: str, value: object) -> datetime | None:

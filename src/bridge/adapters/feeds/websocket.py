@@ -56,7 +56,9 @@ class WebSocketSession:
     protocol: SessionProtocol | None = None
     max_silence_s: float | None = 90.0
     ping_interval_s: float | None = None
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = 64 * 1024 * 1024
+    """The transport's hard limit (the connection is closed beyond it); BRIDGE_MAX_FRAME_BYTES, lower,
+    is where the pipeline dead-letters a frame instead of parsing it."""
 
     async def run(self, sink: FrameSink) -> None:
         """Receive until the connection fails; raises so the supervisor can reconnect."""
@@ -136,5 +138,13 @@ class WebSocketSession:
                 message = await ws.get_message()
             if silence.cancelled_caught:
                 raise StreamStalled(f"no message for {self.max_silence_s:g} s")
-        text = message if isinstance(message, str) else message.decode("utf-8", errors="replace")
-        return ReceivedFrame(self.feed, self.clock(), text)
+        if isinstance(message, str):
+            return ReceivedFrame(self.feed, self.clock(), message)
+        try:
+            return ReceivedFrame(self.feed, self.clock(), message.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            # kept readable for the dead-letter table: undecodable bytes become \xNN escapes
+            text = message.decode("utf-8", errors="backslashreplace")
+            return ReceivedFrame(
+                self.feed, self.clock(), text, problem=("invalid_utf8", f"binary frame is not UTF-8: {exc}")
+            )

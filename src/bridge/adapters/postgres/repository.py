@@ -361,6 +361,7 @@ def open_repository(
     use_copy: bool = True,
     pool_mode: PoolMode = "auto",
     open_timeout_s: float = 15,
+    acquire_timeout_s: float = 10,
 ) -> Iterator[PostgresRepository]:
     """Open a pool (explicitly, failing fast with a one-line error) and yield a repository on it.
 
@@ -380,7 +381,7 @@ def open_repository(
         check=ConnectionPool.check_connection,
         configure=_prepare_connection if use_copy and not transaction_pooler else None,
         kwargs=kwargs,
-        timeout=30,
+        timeout=acquire_timeout_s,
         name="bridge",
     )
     try:

@@ -15,7 +15,7 @@ import functools
 import itertools
 import math
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -224,7 +224,7 @@ def bad_frame(kind: str, n: int) -> str:
         {
             "type": "options_flow",
             "data": {
-                "event_ts": 1763649000000 + n,
+                "event_ts": 1795185000000 + n,
                 "option_symbol": "SPY251219C00650000",
                 "size": 1,
                 "side": "sideways",
@@ -243,13 +243,22 @@ async def serve_console_simulator(
     total_messages: int | None = None,
     disconnect_every_frames: int | None = None,
     bad_frame_every: int | None = None,
+    stall_after_frames: int | None = None,
+    resend_on_reconnect: int = 0,
     seed: int = 0,
     start: datetime | None = None,
     log: SentLog | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the simulated Console until cancelled; ``task_status.started`` gets the ``ws://`` URL."""
+    """Serve the simulated Console until cancelled; ``task_status.started`` gets the ``ws://`` URL.
+
+    Fault options: ``disconnect_every_frames`` closes each connection after N frames;
+    ``stall_after_frames`` goes silent (connection open) after N frames; ``resend_on_reconnect`` sends
+    the last K messages again at the start of every new connection, as an upstream with a replay
+    window does (they are not counted again in ``log``).
+    """
     sent = log if log is not None else SentLog()
+    recent: deque[dict[str, Any]] = deque(maxlen=max(resend_on_reconnect, 1))
     messages = ConsoleScenario(seed, start).messages()
     frame_counter = itertools.count(1)
     bad_kinds = itertools.cycle(BAD_KINDS)
@@ -276,6 +285,11 @@ async def serve_console_simulator(
         sent.connections += 1
         frames_here = 0
         try:
+            if resend_on_reconnect and sent.connections > 1 and recent:
+                replay = list(recent)
+                for start in range(0, len(replay), batch_size):
+                    await ws.send_message(orjson.dumps(replay[start : start + batch_size]).decode())
+                sent.extra["resent"] += len(replay)
             while disconnect_every_frames is None or frames_here < disconnect_every_frames:
                 left = remaining()
                 if left is not None and left <= 0:
@@ -292,7 +306,12 @@ async def serve_console_simulator(
                     payload = batch[0] if batch_size == 1 else batch
                     await ws.send_message(orjson.dumps(payload).decode())
                     sent.record_good(batch)
+                    if resend_on_reconnect:
+                        recent.extend(batch)
                 frames_here += 1
+                if stall_after_frames is not None and frames_here >= stall_after_frames:
+                    sent.extra["stalls"] += 1
+                    await trio.sleep_forever()  # silent, connection open: only the client can end this
             await ws.aclose(code=1001, reason="simulated disconnect")
         except ConnectionClosed:
             pass

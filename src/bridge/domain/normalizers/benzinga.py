@@ -23,7 +23,15 @@ from typing import Any, Final
 from bridge.domain.frames import UndecodableFrame, dead_letter, decode_json
 from bridge.domain.ids import stable_id
 from bridge.domain.models import NewsEventRow, Normalized, ReceivedFrame
-from bridge.domain.values import InvalidValue, optional_int, optional_text, optional_timestamp, require_text
+from bridge.domain.values import (
+    NEWS_MAX_AGE,
+    InvalidValue,
+    optional_int,
+    optional_text,
+    optional_timestamp,
+    plausible,
+    require_text,
+)
 
 SOURCE: Final = "benzinga"
 ACTIONS: Final = {"created": False, "updated": False, "removed": True, "deleted": True}
@@ -58,6 +66,9 @@ def _article(message: object, received_at: datetime) -> NewsEventRow:
     article_id = content.get("id", data.get("id"))
     if article_id is None or isinstance(article_id, bool | dict | list):
         raise InvalidValue("content.id: the article id is missing")
+    published = optional_timestamp("content.created_at", content.get("created_at", content.get("created")))
+    if published is not None:
+        plausible("content.created_at", published, received_at, NEWS_MAX_AGE)
     title = content.get("title")
     if removal and not title:
         title = f"(removed article {article_id})"
@@ -66,7 +77,7 @@ def _article(message: object, received_at: datetime) -> NewsEventRow:
         received_at=received_at,
         source=SOURCE,
         headline=require_text("content.title", title),
-        event_ts=optional_timestamp("content.created_at", content.get("created_at", content.get("created"))),
+        event_ts=published,
         symbol=_joined(_tickers(content)),
         body=_free_text("content.body", content.get("body")),
         url=optional_text("content.url", content.get("url") or None),

@@ -42,12 +42,16 @@ from bridge.domain.models import (
 from bridge.domain.occ import InvalidOptionSymbol, OptionContract, parse_occ, strip_vendor_prefix
 from bridge.domain.side import infer_side
 from bridge.domain.values import (
+    ACCOUNT_STATE_MAX_AGE,
+    NEWS_MAX_AGE,
+    TRADE_MAX_AGE,
     InvalidValue,
     optional_date,
     optional_decimal,
     optional_int,
     optional_text,
     optional_timestamp,
+    plausible,
     require_choice,
     require_decimal,
     require_text,
@@ -173,7 +177,7 @@ def _options_flow(data: JsonObject, received_at: datetime) -> OptionsFlowRow:
     return OptionsFlowRow(
         id=stable_id("options_flow", source, canonical_json(data)),
         received_at=received_at,
-        event_ts=require_timestamp("event_ts", data.get("event_ts")),
+        event_ts=plausible("event_ts", require_timestamp("event_ts", data.get("event_ts")), received_at, TRADE_MAX_AGE),
         symbol=symbol,
         option_symbol=contract.occ_symbol if contract is not None else option_symbol,
         side=side,
@@ -201,6 +205,8 @@ def _joined(column: str, value: object, separator: str) -> str | None:
 def _news_events(data: JsonObject, received_at: datetime) -> NewsEventRow:
     source = optional_text("source", data.get("source")) or DEFAULT_SOURCE
     event_ts = optional_timestamp("event_ts", data.get("event_ts"))
+    if event_ts is not None:
+        plausible("event_ts", event_ts, received_at, NEWS_MAX_AGE)
     headline = require_text("headline", data.get("headline"))
     return NewsEventRow(
         id=stable_id("news_events", source, event_ts.isoformat() if event_ts else None, headline),
@@ -245,7 +251,9 @@ def _broker_positions(data: JsonObject, received_at: datetime) -> BrokerPosition
         account=_account(data),
         symbol=require_text("symbol", data.get("symbol")).strip(),
         qty=require_decimal("qty", data.get("qty")),
-        updated_at=require_timestamp("updated_at", data.get("updated_at")),
+        updated_at=plausible(
+            "updated_at", require_timestamp("updated_at", data.get("updated_at")), received_at, ACCOUNT_STATE_MAX_AGE
+        ),
         avg_price=optional_decimal("avg_price", data.get("avg_price")),
         market_value=optional_decimal("market_value", data.get("market_value")),
         raw=_raw(Table.BROKER_POSITIONS, data),
@@ -255,7 +263,9 @@ def _broker_positions(data: JsonObject, received_at: datetime) -> BrokerPosition
 def _broker_balances(data: JsonObject, received_at: datetime) -> BrokerBalanceRow:
     return BrokerBalanceRow(
         account=_account(data),
-        updated_at=require_timestamp("updated_at", data.get("updated_at")),
+        updated_at=plausible(
+            "updated_at", require_timestamp("updated_at", data.get("updated_at")), received_at, ACCOUNT_STATE_MAX_AGE
+        ),
         cash=optional_decimal("cash", data.get("cash")),
         buying_power=optional_decimal("buying_power", data.get("buying_power")),
         maintenance_margin=optional_decimal("maintenance_margin", data.get("maintenance_margin")),

@@ -25,7 +25,14 @@ from bridge.domain.models import Normalized, OptionsFlowRow, ReceivedFrame, Row
 from bridge.domain.nbbo import NbboBook, Quote
 from bridge.domain.occ import InvalidOptionSymbol, parse_occ
 from bridge.domain.side import infer_side, usable_quote
-from bridge.domain.values import InvalidValue, require_decimal, require_text, require_timestamp
+from bridge.domain.values import (
+    TRADE_MAX_AGE,
+    InvalidValue,
+    plausible,
+    require_decimal,
+    require_text,
+    require_timestamp,
+)
 
 SOURCE: Final = "polygon"
 
@@ -98,7 +105,7 @@ class PolygonNormalizer:
         return OptionsFlowRow(
             id=stable_id(SOURCE, ticker, exchange, at_ms, event.get("q")),
             received_at=received_at,
-            event_ts=require_timestamp("t", at_ms),
+            event_ts=plausible("t", require_timestamp("t", at_ms), received_at, TRADE_MAX_AGE),
             symbol=contract.underlying,
             option_symbol=contract.occ_symbol,
             side=infer_side(price, bid, ask),
