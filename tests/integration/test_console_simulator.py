@@ -134,3 +134,32 @@ def test_the_scenario_is_deterministic_and_internally_consistent() -> None:
         assert date(2000 + int(occ[-15:-13]), int(occ[-13:-11]), int(occ[-11:-9])).isoformat() == trade["expiration"]
     keys = {(t["option_symbol"], t["sequence"]) for t in trades}
     assert len(keys) == len(trades)  # every trade is distinct
+
+
+async def test_a_binary_frame_that_is_not_utf8_is_dead_lettered_and_the_stream_goes_on(nursery: trio.Nursery) -> None:
+    from trio_websocket import serve_websocket
+
+    from bridge.adapters.feeds.console import ConsoleFeed
+    from bridge.adapters.memory import MemoryRepository
+    from bridge.app.pipeline import PipelineConfig, run_bridge
+    from bridge.app.service import normalizers, stop_when, utc_now
+    from bridge.app.stats import PipelineStats
+
+    good = orjson.dumps({"type": "news_events", "data": {"headline": "after the bad bytes"}}).decode()
+
+    async def handler(request: Any) -> None:
+        ws = await request.accept()
+        await ws.send_message(b"\xff\xfe{not utf-8")
+        await ws.send_message(good)
+        await trio.sleep_forever()
+
+    server = await nursery.start(functools.partial(serve_websocket, handler, "127.0.0.1", 0, None))
+    repository, stats = MemoryRepository(), PipelineStats()
+    feed = ConsoleFeed(url=f"ws://127.0.0.1:{server.port}/", token=None, clock=utc_now)
+    done = stop_when(lambda: stats.total_frames >= 2)
+    with trio.fail_after(20):
+        await run_bridge([feed], repository, normalizers(), PipelineConfig(), stats, utc_now, done)
+    (letter,) = repository.dead_letters.values()
+    assert letter.reason.startswith("binary frame is not UTF-8")
+    assert letter.frame.startswith("\\xff\\xfe{not utf-8")
+    assert [row.headline for row in repository.news_events.values()] == ["after the bad bytes"]

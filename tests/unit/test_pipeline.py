@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Awaitable, Callable, Sequence
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -211,3 +212,21 @@ async def test_frames_of_an_unknown_feed_are_dead_lettered(autojump_clock: trio.
     assert await run_bridge([feed], repository, NORMALIZERS, config(), PipelineStats(), clock, never)
     (letter,) = repository.dead_letters.values()
     assert "no normalizer for feed 'carrier-pigeon'" in letter.reason
+
+
+async def test_oversized_frames_and_transport_problems_are_dead_lettered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    repository = MemoryRepository()
+    stats = PipelineStats()
+    big = trade_frame(1, venue="X" * 500)
+    broken = attrs.evolve(trade_frame(2), problem=("invalid_utf8", "binary frame is not UTF-8: byte 0xff"))
+    async with open_pipeline(repository, NORMALIZERS, attrs.evolve(config(), max_frame_bytes=300), stats,
+                             clock) as pipeline:  # fmt: skip
+        for frame in (big, broken, trade_frame(3)):
+            await pipeline.emit(frame)
+    reasons = sorted(letter.reason for letter in repository.dead_letters.values())
+    assert reasons[0].startswith("binary frame is not UTF-8")
+    assert "exceeds BRIDGE_MAX_FRAME_BYTES (300)" in reasons[1]
+    assert len(repository.options_flow) == 1  # the good frame after them landed
+    assert stats.dead_letters_by_reason == {("console", "oversized"): 1, ("console", "invalid_utf8"): 1}
