@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
 import trio
 
 from bridge.adapters.feeds.benzinga import BenzingaFeed
@@ -20,18 +19,10 @@ from bridge.app.pipeline import run_bridge
 from bridge.app.service import normalizers, stop_when, utc_now
 from bridge.app.stats import PipelineStats
 from bridge.domain.models import ReceivedFrame, Table
+from tests.integration.helpers import never, query
 from tests.integration.test_pipeline_postgres import AT, CONFIG
 
 TOKEN = "bz.production-token"
-
-
-def query(url: str, sql: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as connection:
-        return connection.execute(sql).fetchall()  # type: ignore[arg-type]
-
-
-async def never() -> None:
-    await trio.sleep_forever()
 
 
 def expected_state(messages: list[dict[str, Any]]) -> dict[int, tuple[str, str]]:

@@ -22,6 +22,7 @@ from bridge.app.service import normalizers, stop_when, utc_now
 from bridge.app.stats import PipelineStats
 from bridge.domain.models import ReceivedFrame, Table
 from bridge.domain.policies import BackoffPolicy, BatchPolicy
+from tests.integration.helpers import never, query
 
 AT = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
 CONFIG = PipelineConfig(
@@ -29,15 +30,6 @@ CONFIG = PipelineConfig(
     write_retry=BackoffPolicy(initial_s=0.05, max_s=0.5),
     feed_restart=BackoffPolicy(initial_s=0.01, max_s=0.1),
 )
-
-
-async def never() -> None:
-    await trio.sleep_forever()
-
-
-def query(url: str, sql: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as connection:
-        return connection.execute(sql).fetchall()  # type: ignore[arg-type]
 
 
 def console_frame(n: int, messages: list[dict[str, Any]] | dict[str, Any] | str) -> ReceivedFrame:

@@ -7,7 +7,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import trio
 
 from bridge.adapters.feeds.polygon import PolygonFeed
@@ -19,19 +18,11 @@ from bridge.app.service import normalizers, stop_when, utc_now
 from bridge.app.stats import PipelineStats
 from bridge.domain.models import Table
 from bridge.domain.normalizers.polygon import PolygonNormalizer
+from tests.integration.helpers import never, query
 from tests.integration.test_pipeline_postgres import CONFIG
 
 SESSION = Path(__file__).parent.parent / "fixtures" / "polygon_session.jsonl"
 KEY = "polygon-key-123"
-
-
-def query(url: str, sql: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as connection:
-        return connection.execute(sql).fetchall()  # type: ignore[arg-type]
-
-
-async def never() -> None:
-    await trio.sleep_forever()
 
 
 async def test_a_recorded_session_replays_into_exact_rows(database_url: str, repository: PostgresRepository) -> None:

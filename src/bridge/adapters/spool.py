@@ -26,28 +26,11 @@ import attrs
 import cattrs
 import orjson
 
-from bridge.domain.models import (
-    BrokerAccountRow,
-    BrokerBalanceRow,
-    BrokerPositionRow,
-    DeadLetter,
-    NewsEventRow,
-    OptionsFlowRow,
-    Row,
-    Table,
-)
+from bridge.domain.models import ROW_CLASSES, Row, Table
 from bridge.logs import get_logger
 
 log = get_logger(__name__, component="spool")
 HEADER: Final = struct.Struct(">II")
-ROW_TYPES: Final[dict[Table, type[Any]]] = {
-    Table.OPTIONS_FLOW: OptionsFlowRow,
-    Table.NEWS_EVENTS: NewsEventRow,
-    Table.BROKER_ACCOUNTS: BrokerAccountRow,
-    Table.BROKER_POSITIONS: BrokerPositionRow,
-    Table.BROKER_BALANCES: BrokerBalanceRow,
-    Table.DEAD_LETTERS: DeadLetter,
-}
 
 _codec = cattrs.Converter()
 _codec.register_unstructure_hook(Decimal, str)
@@ -66,7 +49,7 @@ def encode_rows(rows: Sequence[Row]) -> list[Any]:
 
 
 def decode_rows(table: Table, data: list[Any]) -> list[Row]:
-    kind = ROW_TYPES[table]
+    kind = ROW_CLASSES[table]
     return [_codec.structure(item, kind) for item in data]
 
 

@@ -182,3 +182,14 @@ class Normalized:
 
     def __add__(self, other: Normalized) -> Normalized:
         return Normalized(self.rows + other.rows, self.dead_letters + other.dead_letters)
+
+
+ROW_CLASSES: Final[dict[Table, type[Row]]] = {
+    Table.OPTIONS_FLOW: OptionsFlowRow,
+    Table.NEWS_EVENTS: NewsEventRow,
+    Table.BROKER_ACCOUNTS: BrokerAccountRow,
+    Table.BROKER_POSITIONS: BrokerPositionRow,
+    Table.BROKER_BALANCES: BrokerBalanceRow,
+    Table.DEAD_LETTERS: DeadLetter,
+}
+"""The row class of each table (decoding spooled batches)."""
