@@ -17,6 +17,8 @@ from bridge.adapters.postgres.migrations import (
     pending,
 )
 
+SHIPPED = sorted(path.stem for path in default_migrations_dir().glob("*.sql"))
+
 
 @pytest.fixture
 def empty_database(postgres_server_url: str) -> str:
@@ -35,20 +37,21 @@ def migrations_copy(tmp_path: Path) -> Path:
 
 
 def test_applies_in_order_records_and_is_a_no_op_the_second_time(empty_database: str, migrations_copy: Path) -> None:
-    (migrations_copy / "0002_extra.sql").write_text("create table public.bridge_extra (id int);")
-    assert pending(empty_database, migrations_copy) == ["0001_stream_bridge_tables", "0002_extra"]
-    assert migrate(empty_database, migrations_copy) == ["0001_stream_bridge_tables", "0002_extra"]
+    (migrations_copy / "0090_extra.sql").write_text("create table public.bridge_extra (id int);")
+    expected = [*SHIPPED, "0090_extra"]
+    assert pending(empty_database, migrations_copy) == expected
+    assert migrate(empty_database, migrations_copy) == expected
     assert migrate(empty_database, migrations_copy) == []
     with psycopg.connect(empty_database) as connection:
         recorded = connection.execute("select version from bridge_schema_migrations order by version").fetchall()
-    assert recorded == [("0001_stream_bridge_tables",), ("0002_extra",)]
+    assert recorded == [(version,) for version in expected]
 
 
 def test_refuses_to_run_when_an_applied_file_was_edited(empty_database: str, migrations_copy: Path) -> None:
     migrate(empty_database, migrations_copy)
     first = migrations_copy / "0001_stream_bridge_tables.sql"
     first.write_text(first.read_text() + "\n-- edited\n")
-    (migrations_copy / "0002_more.sql").write_text("create table public.bridge_more (id int);")
+    (migrations_copy / "0091_more.sql").write_text("create table public.bridge_more (id int);")
     with pytest.raises(MigrationError, match=r"0001_stream_bridge_tables\.sql was edited after it was applied"):
         migrate(empty_database, migrations_copy)
     with psycopg.connect(empty_database) as connection:
@@ -56,10 +59,10 @@ def test_refuses_to_run_when_an_applied_file_was_edited(empty_database: str, mig
 
 
 def test_a_failing_migration_is_rolled_back_whole(empty_database: str, migrations_copy: Path) -> None:
-    (migrations_copy / "0002_broken.sql").write_text("create table public.bridge_half (id int); select 1/0;")
-    with pytest.raises(MigrationError, match=r"0002_broken\.sql failed and was rolled back: division by zero"):
+    (migrations_copy / "0092_broken.sql").write_text("create table public.bridge_half (id int); select 1/0;")
+    with pytest.raises(MigrationError, match=r"0092_broken\.sql failed and was rolled back: division by zero"):
         migrate(empty_database, migrations_copy)
-    assert pending(empty_database, migrations_copy) == ["0002_broken"]
+    assert pending(empty_database, migrations_copy) == ["0092_broken"]
     with psycopg.connect(empty_database) as connection:
         assert connection.execute("select to_regclass('public.bridge_half')").fetchone() == (None,)
 
@@ -80,7 +83,7 @@ def test_concurrent_runs_apply_each_migration_once(empty_database: str) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert sorted(results) == [[], [], [], ["0001_stream_bridge_tables"]]
+    assert sorted(results) == [[], [], [], SHIPPED]
 
 
 def test_an_unreachable_database_is_one_line_without_the_password() -> None:

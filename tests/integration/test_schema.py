@@ -130,6 +130,7 @@ def test_foreign_keys(database_url: str) -> None:
     assert constraints(database_url, "f") == {
         ("broker_positions", "FOREIGN KEY (broker_account_id) REFERENCES broker_accounts(id)"),
         ("broker_balances", "FOREIGN KEY (broker_account_id) REFERENCES broker_accounts(id)"),
+        ("bridge_position_snapshots", "FOREIGN KEY (broker_account_id) REFERENCES broker_accounts(id)"),
     }
 
 

@@ -17,6 +17,7 @@ from bridge.domain.models import (
     BrokerAccountRow,
     BrokerBalanceRow,
     BrokerPositionRow,
+    BrokerPositionsSnapshot,
     DeadLetter,
     NewsEventRow,
     OptionsFlowRow,
@@ -34,6 +35,7 @@ class MemoryRepository:
     positions: dict[tuple[AccountRef, str], BrokerPositionRow] = attrs.Factory(dict)
     balances: dict[AccountRef, BrokerBalanceRow] = attrs.Factory(dict)
     dead_letters: dict[object, DeadLetter] = attrs.Factory(dict)
+    snapshots: dict[AccountRef, datetime] = attrs.Factory(dict)
     #: Every call to ``write``, in order: (table, number of rows).
     calls: list[tuple[Table, int]] = attrs.Factory(list)
     #: Called before each write; raise from it to simulate an outage or a rejection.
@@ -79,6 +81,8 @@ class MemoryRepository:
                 return 1
             case BrokerPositionRow():
                 self._ensure_account(row.account)
+                if row.account in self.snapshots and row.updated_at < self.snapshots[row.account]:
+                    return 0  # older than the account's last full snapshot
                 position = (row.account, row.symbol)
                 if not _newer_or_same(row.updated_at, self.positions.get(position)):
                     return 0
@@ -86,6 +90,19 @@ class MemoryRepository:
                     return int(self.positions.pop(position, None) is not None)
                 self.positions[position] = row
                 return 1
+            case BrokerPositionsSnapshot():
+                self._ensure_account(row.account)
+                if row.account in self.snapshots and self.snapshots[row.account] >= row.as_of:
+                    return 0
+                self.snapshots[row.account] = row.as_of
+                gone = [
+                    key
+                    for key, position in self.positions.items()
+                    if key[0] == row.account and key[1] not in row.symbols and position.updated_at <= row.as_of
+                ]
+                for key in gone:
+                    del self.positions[key]
+                return len(gone)
             case BrokerBalanceRow():
                 self._ensure_account(row.account)
                 if not _newer_or_same(row.updated_at, self.balances.get(row.account)):

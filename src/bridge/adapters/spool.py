@@ -45,12 +45,16 @@ _codec.register_structure_hook(dict[str, Any] | None, lambda value, _: value)
 
 
 def encode_rows(rows: Sequence[Row]) -> list[Any]:
-    return [_codec.unstructure(row) for row in rows]
+    """Each row as a JSON object tagged with its class (a table can hold more than one kind)."""
+    return [{"_type": type(row).__name__, **_codec.unstructure(row)} for row in rows]
 
 
 def decode_rows(table: Table, data: list[Any]) -> list[Row]:
-    kind = ROW_CLASSES[table]
-    return [_codec.structure(item, kind) for item in data]
+    rows = []
+    for item in data:
+        kind = ROW_CLASSES[item.pop("_type")]
+        rows.append(_codec.structure(item, kind))
+    return rows
 
 
 @attrs.define

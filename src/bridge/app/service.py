@@ -23,6 +23,8 @@ from bridge.domain.models import ReceivedFrame
 from bridge.domain.normalizers.benzinga import normalize_benzinga
 from bridge.domain.normalizers.console import normalize_console
 from bridge.domain.normalizers.polygon import PolygonNormalizer
+from bridge.domain.normalizers.tastytrade import normalize_tastytrade
+from bridge.domain.normalizers.tradier import normalize_tradier
 from bridge.domain.ports import Feed, Normalizer, Repository
 from bridge.logs import get_logger
 
@@ -44,6 +46,8 @@ def normalizers(quote_max_age_ms: int = 5000) -> Mapping[str, Normalizer]:
         "console": normalize_console,
         "polygon": PolygonNormalizer(quote_max_age_ms=quote_max_age_ms),
         "benzinga": normalize_benzinga,
+        "tastytrade": normalize_tastytrade,
+        "tradier": normalize_tradier,
     }
 
 

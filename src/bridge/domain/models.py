@@ -143,6 +143,21 @@ class BrokerPositionRow:
 
 
 @attrs.frozen
+class BrokerPositionsSnapshot:
+    """A full list of an account's positions as of a moment (REST snapshots).
+
+    Its positions travel as ``BrokerPositionRow``s beside it; the snapshot itself says which symbols
+    the account holds, so a stored position it no longer lists (and not updated since) is deleted.
+    """
+
+    account: AccountRef
+    as_of: datetime
+    symbols: tuple[str, ...]
+
+    table: ClassVar[Table] = Table.BROKER_POSITIONS
+
+
+@attrs.frozen
 class BrokerBalanceRow:
     account: AccountRef
     updated_at: datetime
@@ -170,7 +185,15 @@ class DeadLetter:
     table: ClassVar[Table] = Table.DEAD_LETTERS
 
 
-Row: TypeAlias = OptionsFlowRow | NewsEventRow | BrokerAccountRow | BrokerPositionRow | BrokerBalanceRow | DeadLetter
+Row: TypeAlias = (
+    OptionsFlowRow
+    | NewsEventRow
+    | BrokerAccountRow
+    | BrokerPositionRow
+    | BrokerPositionsSnapshot
+    | BrokerBalanceRow
+    | DeadLetter
+)
 
 
 @attrs.frozen
@@ -184,12 +207,16 @@ class Normalized:
         return Normalized(self.rows + other.rows, self.dead_letters + other.dead_letters)
 
 
-ROW_CLASSES: Final[dict[Table, type[Row]]] = {
-    Table.OPTIONS_FLOW: OptionsFlowRow,
-    Table.NEWS_EVENTS: NewsEventRow,
-    Table.BROKER_ACCOUNTS: BrokerAccountRow,
-    Table.BROKER_POSITIONS: BrokerPositionRow,
-    Table.BROKER_BALANCES: BrokerBalanceRow,
-    Table.DEAD_LETTERS: DeadLetter,
+ROW_CLASSES: Final[dict[str, type[Row]]] = {
+    cls.__name__: cls
+    for cls in (
+        OptionsFlowRow,
+        NewsEventRow,
+        BrokerAccountRow,
+        BrokerPositionRow,
+        BrokerPositionsSnapshot,
+        BrokerBalanceRow,
+        DeadLetter,
+    )
 }
-"""The row class of each table (decoding spooled batches)."""
+"""Every row class by name (decoding spooled batches)."""

@@ -26,6 +26,7 @@ from bridge.domain.models import (
     BrokerAccountRow,
     BrokerBalanceRow,
     BrokerPositionRow,
+    BrokerPositionsSnapshot,
     DeadLetter,
     JsonObject,
     NewsEventRow,
@@ -262,8 +263,55 @@ class PostgresRepository:
         _, found = self._resolve_accounts(cursor, set(accounts))
         return written, found
 
-    def _write_positions(self, cursor: Cursor, rows: Sequence[BrokerPositionRow]) -> tuple[int, dict[AccountRef, UUID]]:
+    def _write_positions(
+        self, cursor: Cursor, rows: Sequence[BrokerPositionRow | BrokerPositionsSnapshot]
+    ) -> tuple[int, dict[AccountRef, UUID]]:
+        """Snapshots first move each account's watermark (the newest snapshot applied); a position update
+        older than its account's watermark is dropped, and only a snapshot that moved the watermark deletes
+        the positions it no longer lists, so late or replayed data never resurrects a closed position."""
         ids, found = self._resolve_accounts(cursor, {row.account for row in rows})
+        newest: dict[AccountRef, BrokerPositionsSnapshot] = {}
+        for row in rows:
+            if isinstance(row, BrokerPositionsSnapshot) and (
+                row.account not in newest or newest[row.account].as_of <= row.as_of
+            ):
+                newest[row.account] = row
+        applied: set[UUID] = set()
+        if newest:
+            cursor.execute(
+                "insert into public.bridge_position_snapshots (broker_account_id, as_of)"
+                " select * from unnest(%s::uuid[], %s::timestamptz[]) on conflict (broker_account_id)"
+                " do update set as_of = excluded.as_of where bridge_position_snapshots.as_of < excluded.as_of"
+                " returning broker_account_id",
+                [[ids[s.account] for s in newest.values()], [s.as_of for s in newest.values()]],
+            )
+            applied = {row[0] for row in cursor.fetchall()}
+        cursor.execute(
+            "select broker_account_id, as_of from public.bridge_position_snapshots where broker_account_id = any(%s)",
+            [list({ids[row.account] for row in rows})],
+        )
+        watermarks = dict(cursor.fetchall())
+        positions = [
+            row
+            for row in rows
+            if isinstance(row, BrokerPositionRow)
+            and (ids[row.account] not in watermarks or row.updated_at >= watermarks[ids[row.account]])
+        ]
+        written = self._upsert_positions(cursor, positions, ids)
+        for snapshot in newest.values():  # after the upserts: a snapshot's own positions are in the same batch
+            if ids[snapshot.account] not in applied:
+                continue  # older than a snapshot already applied
+            cursor.execute(
+                "delete from public.broker_positions where broker_account_id = %s and updated_at <= %s"
+                " and not (symbol = any(%s::text[]))",
+                [ids[snapshot.account], snapshot.as_of, list(snapshot.symbols)],
+            )
+            written += cursor.rowcount
+        return written, found
+
+    def _upsert_positions(
+        self, cursor: Cursor, rows: Sequence[BrokerPositionRow], ids: Mapping[AccountRef, UUID]
+    ) -> int:
         latest = _latest(rows, key=lambda row: (row.account, row.symbol), stamp=lambda row: row.updated_at)
         kept = [row for row in latest if not row.closes_position]
         closed = [row for row in latest if row.closes_position]
@@ -294,7 +342,7 @@ class PostgresRepository:
                 ],
             )
             written += cursor.rowcount
-        return written, found
+        return written
 
     def _write_balances(self, cursor: Cursor, rows: Sequence[BrokerBalanceRow]) -> tuple[int, dict[AccountRef, UUID]]:
         ids, found = self._resolve_accounts(cursor, {row.account for row in rows})

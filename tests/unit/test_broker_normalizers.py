@@ -1,0 +1,103 @@
+"""tastytrade and Tradier messages and snapshots into broker rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from bridge.domain.models import (
+    AccountRef,
+    BrokerAccountRow,
+    BrokerBalanceRow,
+    BrokerPositionRow,
+    BrokerPositionsSnapshot,
+    ReceivedFrame,
+)
+from bridge.domain.normalizers.tastytrade import normalize_tastytrade
+from bridge.domain.normalizers.tradier import listed, normalize_tradier
+
+RECEIVED = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
+TASTY = AccountRef("tastytrade", "5WT00001")
+TRADIER = AccountRef("tradier", "VA000042")
+
+
+def frame(feed: str, message: object) -> ReceivedFrame:
+    return ReceivedFrame(feed, RECEIVED, orjson.dumps(message).decode())
+
+
+def test_a_tastytrade_short_position_and_a_debit_balance() -> None:
+    position = {"account-number": "5WT00001", "symbol": "SPY   251219C00650000", "instrument-type": "Equity Option",
+                "quantity": "3", "quantity-direction": "Short", "average-open-price": "2.35", "mark": "2.50",
+                "multiplier": 100, "updated-at": "2026-11-20T14:29:00.000+00:00"}  # fmt: skip
+    (row,) = normalize_tastytrade(frame("tastytrade", {"type": "CurrentPosition", "data": position})).rows
+    at = datetime(2026, 11, 20, 14, 29, tzinfo=UTC)
+    symbol = "SPY   251219C00650000"
+    assert row == BrokerPositionRow(TASTY, symbol, Decimal(-3), at, Decimal("2.35"), Decimal(-750), position)
+    balance = {"account-number": "5WT00001", "cash-balance": "1200.50", "cash-balance-effect": "Debit",
+               "net-liquidating-value": "65000.10", "net-liquidating-value-effect": "Credit",
+               "equity-buying-power": "30000", "maintenance-requirement": "5000.25",
+               "updated-at": "2026-11-20T14:29:30Z"}  # fmt: skip
+    (row,) = normalize_tastytrade(frame("tastytrade", {"type": "AccountBalance", "data": balance})).rows
+    assert isinstance(row, BrokerBalanceRow)
+    assert (row.cash, row.equity, row.buying_power, row.maintenance_margin) == (
+        Decimal("-1200.50"), Decimal("65000.10"), Decimal(30000), Decimal("5000.25"))  # fmt: skip
+
+
+def test_tastytrade_acks_orders_and_zero_direction() -> None:
+    assert normalize_tastytrade(frame("tastytrade", {"status": "ok", "action": "heartbeat"})).rows == ()
+    assert normalize_tastytrade(frame("tastytrade", {"type": "Order", "data": {"id": 1}})).rows == ()
+    closed = {"account-number": "5WT00001", "symbol": "AAPL", "quantity": "0", "quantity-direction": "Zero"}
+    (row,) = normalize_tastytrade(frame("tastytrade", {"type": "CurrentPosition", "data": closed})).rows
+    assert isinstance(row, BrokerPositionRow) and row.closes_position
+
+
+def test_a_tastytrade_snapshot_lists_what_the_account_holds() -> None:
+    snapshot = {"type": "snapshot", "account": "5WT00001", "as_of": "2026-11-20T14:30:00Z",
+                "positions": {"data": {"items": [{"symbol": "SPY", "quantity": "10", "quantity-direction": "Long"}]}},
+                "balances": {"data": {"cash-balance": "10", "net-liquidating-value": "20"}}}  # fmt: skip
+    rows = normalize_tastytrade(frame("tastytrade", snapshot)).rows
+    assert [type(row) for row in rows] == [
+        BrokerAccountRow,
+        BrokerPositionRow,
+        BrokerPositionsSnapshot,
+        BrokerBalanceRow,
+    ]
+    assert rows[2] == BrokerPositionsSnapshot(TASTY, RECEIVED, ("SPY",))
+
+
+@pytest.mark.parametrize(
+    ("positions", "symbols"),
+    [
+        ({"positions": "null"}, ()),
+        ({"positions": {"position": {"symbol": "AAPL", "quantity": 5, "cost_basis": 1000}}}, ("AAPL",)),
+        (
+            {"positions": {"position": [{"symbol": "AAPL", "quantity": 5}, {"symbol": "QQQ", "quantity": -2}]}},
+            ("AAPL", "QQQ"),
+        ),
+    ],
+)
+def test_tradier_snapshots_in_each_of_its_list_encodings(positions: object, symbols: tuple[str, ...]) -> None:
+    balances = {"balances": {"account_number": "VA000042", "total_equity": 17798.36, "total_cash": 8000,
+                             "current_requirement": 1200, "margin": {"stock_buying_power": 6363.86}}}  # fmt: skip
+    snapshot = {"type": "snapshot", "account": "VA000042", "as_of": "2026-11-20T14:30:00Z", "positions": positions,
+                "balances": balances}  # fmt: skip
+    rows = normalize_tradier(frame("tradier", snapshot)).rows
+    marker = next(row for row in rows if isinstance(row, BrokerPositionsSnapshot))
+    assert marker.symbols == symbols and marker.account == TRADIER
+    balance = next(row for row in rows if isinstance(row, BrokerBalanceRow))
+    assert (balance.cash, balance.equity, balance.buying_power, balance.maintenance_margin) == (
+        Decimal(8000), Decimal("17798.36"), Decimal("6363.86"), Decimal(1200))  # fmt: skip
+    if symbols == ("AAPL",):
+        assert next(row for row in rows if isinstance(row, BrokerPositionRow)).avg_price == Decimal(200)
+
+
+def test_tradier_events_hold_no_state_and_bad_bodies_are_dead_lettered() -> None:
+    assert normalize_tradier(frame("tradier", {"event": "heartbeat", "status": "active"})).rows == ()
+    assert listed("null") == [] and listed({"a": 1}) == [{"a": 1}]
+    bad = {"type": "snapshot", "account": "VA1", "as_of": "2026-11-20T14:30:00Z",
+           "positions": {"positions": {"position": 7}}}  # fmt: skip
+    (letter,) = normalize_tradier(frame("tradier", bad)).dead_letters
+    assert "expected a list, an object or 'null'" in letter.reason
