@@ -6,11 +6,14 @@ from collections.abc import Sequence
 
 import orjson
 
+from bridge.adapters.http import Request
 from bridge.adapters.memory import MemoryRepository
 from bridge.app.health import http_routes
 from bridge.app.stats import FeedState, PipelineStats
 from bridge.domain.models import Row, Table
 from bridge.domain.normalizers.polygon import PolygonNormalizer
+
+GET = Request("GET", "/", {})
 
 
 async def test_ready_only_when_the_database_answers_and_every_feed_is_up_or_backing_off() -> None:
@@ -23,7 +26,7 @@ async def test_ready_only_when_the_database_answers_and_every_feed_is_up_or_back
 
     routes = http_routes(stats, {}, MemoryRepository(fail=database))
     stats.feed_state.update({"console": FeedState.CONNECTED, "polygon": FeedState.STARTING})
-    response = await routes["/readyz"]()
+    response = await routes["/readyz"](GET)
     assert response.status == 503
     assert orjson.loads(response.body)["problems"] == [
         "database: ConnectionError: connection refused",
@@ -31,8 +34,8 @@ async def test_ready_only_when_the_database_answers_and_every_feed_is_up_or_back
     ]
     down = False
     stats.feed_state["polygon"] = FeedState.BACKOFF
-    assert (await routes["/readyz"]()).status == 200
-    assert (await routes["/healthz"]()).status == 200
+    assert (await routes["/readyz"](GET)).status == 200
+    assert (await routes["/healthz"](GET)).status == 200
 
 
 async def test_metrics_expose_the_counters_histograms_and_quote_coverage() -> None:
@@ -45,7 +48,7 @@ async def test_metrics_expose_the_counters_histograms_and_quote_coverage() -> No
     stats.feed_state["polygon"] = FeedState.CONNECTED
     polygon = PolygonNormalizer()
     polygon.trades, polygon.trades_without_quote = 10, 3
-    text = (await http_routes(stats, {"polygon": polygon}, MemoryRepository())["/metrics"]()).body.decode()
+    text = (await http_routes(stats, {"polygon": polygon}, MemoryRepository())["/metrics"](GET)).body.decode()
     for line in (
         'bridge_frames_received_total{feed="polygon"} 7.0',
         'bridge_frames_dead_lettered_total{feed="polygon",reason="invalid_json"} 2.0',

@@ -27,7 +27,15 @@ class Response:
     content_type: str = "text/plain; charset=utf-8"
 
 
-Route = Callable[[], Awaitable[Response]]
+@attrs.frozen
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    """Header names in lower case."""
+
+
+Route = Callable[[Request], Awaitable[Response]]
 
 
 async def _handle(routes: Mapping[str, Route], stream: trio.SocketStream) -> None:
@@ -50,7 +58,8 @@ async def _handle(routes: Mapping[str, Route], stream: trio.SocketStream) -> Non
                     elif route is None:
                         response = Response(404, b"not found\n")
                     else:
-                        response = await route()
+                        headers_in = {name.decode().lower(): value.decode("latin-1") for name, value in event.headers}
+                        response = await route(Request(event.method.decode(), path, headers_in))
                     headers = [
                         ("content-type", response.content_type),
                         ("content-length", str(len(response.body))),

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bridge.adapters.http import Response, Route
+from bridge.adapters.http import Request, Response, Route
 from bridge.app.stats import FeedState, Histogram, PipelineStats
 from bridge.domain.normalizers.polygon import PolygonNormalizer
 from bridge.domain.ports import Normalizer, Repository
@@ -107,10 +107,10 @@ def http_routes(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BridgeCollector(stats, normalizers))
 
-    async def healthz() -> Response:
+    async def healthz(request: Request) -> Response:
         return Response(200, b"ok\n")  # answering at all proves the event loop runs
 
-    async def readyz() -> Response:
+    async def readyz(request: Request) -> Response:
         problems: list[str] = []
         with trio.move_on_after(DATABASE_CHECK_TIMEOUT_S) as timed:
             try:
@@ -128,7 +128,7 @@ def http_routes(
                              "feeds": {feed: str(current) for feed, current in stats.feed_state.items()}})  # fmt: skip
         return Response(200 if not problems else 503, body + b"\n", "application/json")
 
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         return Response(200, generate_latest(registry), "text/plain; version=0.0.4; charset=utf-8")
 
     return {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics}

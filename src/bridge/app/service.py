@@ -12,6 +12,7 @@ import trio
 from bridge.adapters.feeds.benzinga import BenzingaFeed
 from bridge.adapters.feeds.console import ConsoleFeed
 from bridge.adapters.feeds.polygon import PolygonFeed
+from bridge.adapters.feeds.tastytrade import TastytradeFeed
 from bridge.adapters.http import serve_http
 from bridge.adapters.recording import RecordingWriter
 from bridge.app.health import http_routes
@@ -70,6 +71,15 @@ def build_feed(name: str, settings: Settings) -> Feed:
             quote_limit=settings.polygon_quote_limit,
             quote_contracts=frozenset(settings.polygon_quote_contracts),
             max_silence_s=settings.max_silence_s,
+        )
+    if name == "tastytrade":
+        assert settings.tastytrade_token is not None
+        return TastytradeFeed(
+            url=settings.tastytrade_url,
+            api_url=settings.tastytrade_api_url,
+            token=settings.tastytrade_token,
+            accounts=settings.tastytrade_accounts,
+            clock=utc_now,
         )
     if name == "benzinga":
         assert settings.benzinga_api_key is not None

@@ -32,6 +32,7 @@ FEEDS: Final[Mapping[str, str]] = {
     "console": "console_url",
     "polygon": "polygon_api_key",
     "benzinga": "benzinga_api_key",
+    "tastytrade": "tastytrade_token",
 }
 ContractList = NewType("ContractList", tuple[str, ...])
 
@@ -81,6 +82,21 @@ class Settings:
     benzinga_url: str = attrs.field(
         default="wss://api.benzinga.com/api/v1/news/stream",
         metadata=_env("BRIDGE_BENZINGA_URL", "Benzinga news stream URL (tickers/channels filters may be added)"),
+    )
+    tastytrade_token: str | None = attrs.field(
+        default=None, metadata=_env("BRIDGE_TASTYTRADE_TOKEN", "tastytrade session/OAuth access token", secret=True)
+    )
+    tastytrade_accounts: ContractList = attrs.field(
+        default=ContractList(()),
+        metadata=_env("BRIDGE_TASTYTRADE_ACCOUNTS", "tastytrade account numbers to stream (comma-separated)"),
+    )
+    tastytrade_url: str = attrs.field(
+        default="wss://streamer.tastyworks.com",
+        metadata=_env("BRIDGE_TASTYTRADE_URL", "tastytrade account streamer URL (sandbox: streamer.cert…)"),
+    )
+    tastytrade_api_url: str = attrs.field(
+        default="https://api.tastyworks.com",
+        metadata=_env("BRIDGE_TASTYTRADE_API_URL", "tastytrade REST base URL (positions and balances snapshots)"),
     )
     quote_max_age_ms: PositiveInt = attrs.field(
         default=PositiveInt(5000),
@@ -227,7 +243,7 @@ _converter.register_structure_hook(PositiveFloat, _positive_float)
 _converter.register_structure_hook(FeedList, _feed_list)
 _converter.register_structure_hook(Port, _port)
 _converter.register_structure_hook(ContractList, _contract_list)
-_URL_FIELDS: Final = {"console_url", "polygon_url", "benzinga_url"}
+_URL_FIELDS: Final = {"console_url", "polygon_url", "benzinga_url", "tastytrade_url"}
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -294,8 +310,15 @@ def feed_problems(settings: Settings, feeds: list[str]) -> list[str]:
     if not feeds:
         variables = ", ".join(selectors[selector] for selector in FEEDS.values())
         problems.append(f"no feed configured: set BRIDGE_FEEDS or a feed's settings ({variables})")
-    needs = {"console": "its WebSocket URL", "polygon": "the API key", "benzinga": "the API token"}
+    needs = {
+        "console": "its WebSocket URL",
+        "polygon": "the API key",
+        "benzinga": "the API token",
+        "tastytrade": "an access token",
+    }
     for name in feeds:
         if not getattr(settings, FEEDS[name]):
             problems.append(f"{selectors[FEEDS[name]]} is not set: the {name} feed needs {needs[name]}")
+    if "tastytrade" in feeds and not settings.tastytrade_accounts:
+        problems.append("BRIDGE_TASTYTRADE_ACCOUNTS is not set: the tastytrade feed needs the accounts to stream")
     return problems

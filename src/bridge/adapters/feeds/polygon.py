@@ -46,7 +46,7 @@ class PolygonProtocol:
     quotes: QuoteSubscriptions
     quote_messages_sent: int = 0
 
-    async def hello(self, ws: WebSocketConnection, receive: Receive) -> None:
+    async def hello(self, ws: WebSocketConnection, receive: Receive, sink: FrameSink) -> None:
         await self._wait_for_status(receive, {"connected"})
         await ws.send_message(orjson.dumps({"action": "auth", "params": self.api_key}).decode())
         status, message = await self._wait_for_status(receive, {"auth_success", "auth_failed", "auth_timeout"})

@@ -24,14 +24,17 @@ log = get_logger(__name__)
 REJECTED_CREDENTIALS_RETRY_S: Final = 300.0
 TOO_MANY_CONNECTIONS_RETRY_S: Final = 60.0
 Receive = Callable[[], Awaitable[ReceivedFrame]]
+Heartbeat = Callable[[WebSocketConnection], Awaitable[None]]
 """Reads the next frame during the hello (the frame is emitted too, so recordings keep it)."""
 
 
 class SessionProtocol(Protocol):
     """The vendor-specific part of a session."""
 
-    async def hello(self, ws: WebSocketConnection, receive: Receive) -> None:
-        """Authenticate and subscribe; raise ``RetryLater`` when the vendor refuses the credentials."""
+    async def hello(self, ws: WebSocketConnection, receive: Receive, sink: FrameSink) -> None:
+        """Authenticate and subscribe; raise ``RetryLater`` when the vendor refuses the credentials.
+
+        ``sink`` takes frames the protocol makes itself (REST snapshots taken after connecting)."""
         ...
 
     async def on_frame(self, ws: WebSocketConnection, frame: ReceivedFrame) -> ReceivedFrame:
@@ -56,6 +59,8 @@ class WebSocketSession:
     protocol: SessionProtocol | None = None
     max_silence_s: float | None = 90.0
     ping_interval_s: float | None = None
+    heartbeat: Heartbeat | None = None
+    heartbeat_interval_s: float = 20.0
     max_message_bytes: int = 64 * 1024 * 1024
     """The transport's hard limit (the connection is closed beyond it); BRIDGE_MAX_FRAME_BYTES, lower,
     is where the pipeline dead-letters a frame instead of parsing it."""
@@ -104,15 +109,25 @@ class WebSocketSession:
                     await sink.emit(frame)
                     return frame
 
-                await self.protocol.hello(ws, receive)
+                await self.protocol.hello(ws, receive, sink)
             sink.connected(self.feed)
             log.info("feed connected", feed=self.feed)
-            if self.ping_interval_s is None:
+            if self.ping_interval_s is None and self.heartbeat is None:
                 await self._receive(ws, sink)
                 return
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._keep_alive, ws, self.ping_interval_s)
+                if self.ping_interval_s is not None:
+                    nursery.start_soon(self._keep_alive, ws, self.ping_interval_s)
+                if self.heartbeat is not None:
+                    nursery.start_soon(self._heartbeats, ws, self.heartbeat, self.heartbeat_interval_s)
                 await self._receive(ws, sink)
+
+    @staticmethod
+    async def _heartbeats(ws: WebSocketConnection, heartbeat: Heartbeat, interval_s: float) -> None:
+        """Application-level heartbeats on the vendor's schedule (some drop a silent client)."""
+        while True:
+            await trio.sleep(interval_s)
+            await heartbeat(ws)
 
     async def _keep_alive(self, ws: WebSocketConnection, interval_s: float) -> None:
         """Protocol-level pings (allowed by every vendor); a missing pong means the link is dead."""

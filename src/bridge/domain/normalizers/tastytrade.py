@@ -14,6 +14,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
+import attrs
+
 from bridge.domain.frames import UndecodableFrame, dead_letter, decode_json
 from bridge.domain.models import AccountRef, BrokerBalanceRow, BrokerPositionRow, Normalized, ReceivedFrame, Row
 from bridge.domain.normalizers.brokers import snapshot_rows
@@ -114,7 +116,11 @@ def _snapshot(message: dict[str, Any], received_at: datetime) -> tuple[Row, ...]
     account = AccountRef(BROKER, require_text("account", message.get("account")))
     as_of = require_timestamp("as_of", message.get("as_of"))
     items = ((message.get("positions") or {}).get("data") or {}).get("items") or []
-    positions = [position({"account-number": account.external_account_id, **item}, received_at) for item in items]
+    # a snapshot observed these positions at ``as_of``, whatever their own last-change time says
+    positions = [
+        attrs.evolve(position({"account-number": account.external_account_id, **item}, received_at), updated_at=as_of)
+        for item in items
+    ]
     body = (message.get("balances") or {}).get("data")
     found = balance({"account-number": account.external_account_id, **body}, received_at) if body else None
     return snapshot_rows(account, as_of, positions, found)
