@@ -53,7 +53,7 @@ async def _handle(routes: Mapping[str, Route], stream: trio.SocketStream) -> Non
                 if isinstance(event, h11.Request):
                     path = event.target.decode("latin-1").split("?", 1)[0]
                     route = routes.get(path)
-                    if event.method not in (b"GET", b"HEAD"):
+                    if event.method not in (b"GET", b"HEAD", b"POST"):
                         response = Response(405, b"method not allowed\n")
                     elif route is None:
                         response = Response(404, b"not found\n")

@@ -13,6 +13,7 @@ from bridge.adapters.feeds.benzinga import BenzingaFeed
 from bridge.adapters.feeds.console import ConsoleFeed
 from bridge.adapters.feeds.polygon import PolygonFeed
 from bridge.adapters.feeds.tastytrade import TastytradeFeed
+from bridge.adapters.feeds.tradier import TradierFeed
 from bridge.adapters.http import serve_http
 from bridge.adapters.recording import RecordingWriter
 from bridge.app.health import http_routes
@@ -80,6 +81,15 @@ def build_feed(name: str, settings: Settings) -> Feed:
             token=settings.tastytrade_token,
             accounts=settings.tastytrade_accounts,
             clock=utc_now,
+        )
+    if name == "tradier":
+        assert settings.tradier_token is not None
+        return TradierFeed(
+            api_url=settings.tradier_api_url,
+            token=settings.tradier_token,
+            accounts=settings.tradier_accounts,
+            clock=utc_now,
+            poll_seconds=settings.tradier_poll_seconds,
         )
     if name == "benzinga":
         assert settings.benzinga_api_key is not None

@@ -33,6 +33,7 @@ FEEDS: Final[Mapping[str, str]] = {
     "polygon": "polygon_api_key",
     "benzinga": "benzinga_api_key",
     "tastytrade": "tastytrade_token",
+    "tradier": "tradier_token",
 }
 ContractList = NewType("ContractList", tuple[str, ...])
 
@@ -97,6 +98,20 @@ class Settings:
     tastytrade_api_url: str = attrs.field(
         default="https://api.tastyworks.com",
         metadata=_env("BRIDGE_TASTYTRADE_API_URL", "tastytrade REST base URL (positions and balances snapshots)"),
+    )
+    tradier_token: str | None = attrs.field(
+        default=None, metadata=_env("BRIDGE_TRADIER_TOKEN", "Tradier access token", secret=True)
+    )
+    tradier_accounts: ContractList = attrs.field(
+        default=ContractList(()), metadata=_env("BRIDGE_TRADIER_ACCOUNTS", "Tradier account ids (comma-separated)")
+    )
+    tradier_api_url: str = attrs.field(
+        default="https://api.tradier.com/v1",
+        metadata=_env("BRIDGE_TRADIER_API_URL", "Tradier REST base (sandbox: https://sandbox.tradier.com/v1)"),
+    )
+    tradier_poll_seconds: PositiveFloat = attrs.field(
+        default=PositiveFloat(5.0),
+        metadata=_env("BRIDGE_TRADIER_POLL_SECONDS", "seconds between Tradier position/balance polls"),
     )
     quote_max_age_ms: PositiveInt = attrs.field(
         default=PositiveInt(5000),
@@ -315,10 +330,13 @@ def feed_problems(settings: Settings, feeds: list[str]) -> list[str]:
         "polygon": "the API key",
         "benzinga": "the API token",
         "tastytrade": "an access token",
+        "tradier": "an access token",
     }
     for name in feeds:
         if not getattr(settings, FEEDS[name]):
             problems.append(f"{selectors[FEEDS[name]]} is not set: the {name} feed needs {needs[name]}")
     if "tastytrade" in feeds and not settings.tastytrade_accounts:
         problems.append("BRIDGE_TASTYTRADE_ACCOUNTS is not set: the tastytrade feed needs the accounts to stream")
+    if "tradier" in feeds and not settings.tradier_accounts:
+        problems.append("BRIDGE_TRADIER_ACCOUNTS is not set: the tradier feed needs the accounts to poll")
     return problems

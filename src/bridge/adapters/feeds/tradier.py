@@ -1,0 +1,107 @@
+"""Feed ``tradier``: positions and balances polled over REST, polled at once after each fill.
+
+Tradier streams account events (orders) but serves positions and balances over REST only. The feed
+polls ``GET /accounts/{id}/positions`` and ``/balances`` every ``BRIDGE_TRADIER_POLL_SECONDS`` and emits
+each poll as a snapshot frame (positions absent from it are deleted). It also opens the account-events
+stream — ``POST /accounts/events/session`` gives a session id (valid five minutes, so a new one per
+connection), then ``{"events": ["order"], "sessionid": …}`` on the WebSocket — and polls immediately
+when an order fills, so a change shows within about a second. The stream sends a heartbeat about every
+60 s; silence beyond 150 s reconnects. A refused token (HTTP 401/403) waits five minutes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import attrs
+import httpx
+import orjson
+import trio
+from trio_websocket import WebSocketConnection
+
+from bridge.adapters.feeds.websocket import REJECTED_CREDENTIALS_RETRY_S, Receive, WebSocketSession
+from bridge.domain.models import ReceivedFrame
+from bridge.domain.ports import Clock, FrameSink, RetryLater
+from bridge.logs import get_logger
+
+NAME: Final = "tradier"
+DEFAULT_API_URL: Final = "https://api.tradier.com/v1"
+FILL_STATUSES: Final = frozenset({"filled", "partially_filled"})
+log = get_logger(__name__, feed=NAME)
+
+
+def _refused(response: httpx.Response) -> None:
+    if response.status_code in (401, 403):
+        raise RetryLater(f"the REST API refused the token (HTTP {response.status_code})", REJECTED_CREDENTIALS_RETRY_S)
+    response.raise_for_status()
+
+
+@attrs.define
+class _Events:
+    """The account-events stream's protocol: subscribe with the session id; a fill wakes the poller."""
+
+    session_id: str
+    on_fill: Any
+
+    async def hello(self, ws: WebSocketConnection, receive: Receive, sink: FrameSink) -> None:
+        await ws.send_message(orjson.dumps({"events": ["order"], "sessionid": self.session_id}).decode())
+
+    async def on_frame(self, ws: WebSocketConnection, frame: ReceivedFrame) -> ReceivedFrame:
+        try:
+            event = orjson.loads(frame.text)
+        except orjson.JSONDecodeError:
+            return frame
+        if isinstance(event, dict) and event.get("event") == "order" and event.get("status") in FILL_STATUSES:
+            self.on_fill()
+        return frame
+
+
+@attrs.define
+class TradierFeed:
+    api_url: str
+    token: str
+    accounts: Sequence[str]
+    clock: Clock
+    poll_seconds: float = 5.0
+    name: str = NAME
+    finite: bool = False
+    _wake: trio.Event = attrs.field(factory=trio.Event, init=False)
+
+    def poll_now(self) -> None:
+        self._wake.set()
+
+    async def run(self, sink: FrameSink) -> None:
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        async with httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=15) as client:
+            await self._poll(client, sink)  # state first: the stream only says that something changed
+            sink.connected(self.name)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._poll_forever, client, sink)
+                response = await client.post("/accounts/events/session")
+                _refused(response)
+                stream = response.json()["stream"]
+                events = _Events(stream["sessionid"], self.poll_now)
+                session = WebSocketSession(
+                    feed=self.name, url=stream["url"], clock=self.clock, protocol=events, max_silence_s=150
+                )
+                await session.run(sink)
+
+    async def _poll_forever(self, client: httpx.AsyncClient, sink: FrameSink) -> None:
+        while True:
+            with trio.move_on_after(self.poll_seconds):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            await self._poll(client, sink)
+
+    async def _poll(self, client: httpx.AsyncClient, sink: FrameSink) -> None:
+        for account in self.accounts:
+            as_of = self.clock()
+            bodies = []
+            for kind in ("positions", "balances"):
+                response = await client.get(f"/accounts/{account}/{kind}")
+                _refused(response)
+                bodies.append(response.json())
+            text = orjson.dumps({"type": "snapshot", "account": account, "as_of": as_of.isoformat(),
+                                 "positions": bodies[0], "balances": bodies[1]}).decode()  # fmt: skip
+            await sink.emit(ReceivedFrame(self.name, self.clock(), text))

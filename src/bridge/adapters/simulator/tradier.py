@@ -1,0 +1,127 @@
+"""A local Tradier: REST positions, balances and account-events sessions, and the account-events stream.
+
+Fills change the broker's state and are announced as ``order`` events with status ``filled``; the REST
+endpoints answer with Tradier's quirks (``"null"`` for no positions, a bare object for one). Heartbeats
+come every ``heartbeat_s``. A wrong token gets HTTP 401.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import random
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+import attrs
+import orjson
+import trio
+from trio_websocket import ConnectionClosed, WebSocketRequest
+
+from bridge.adapters.http import Request, Response, serve_http
+from bridge.adapters.simulator.server import SentLog, serve_loopback
+
+SYMBOLS: Final = ("AAPL", "MSFT", "SPY", "QQQ", "SPY251219C00650000")
+JSON: Final = "application/json"
+
+
+@attrs.define
+class TradierState:
+    accounts: tuple[str, ...]
+    positions: dict[tuple[str, str], int] = attrs.Factory(dict)
+    cash: dict[str, Decimal] = attrs.Factory(dict)
+    last_fill: float = 0.0
+
+
+async def serve_tradier_simulator(
+    *,
+    token: str,
+    accounts: tuple[str, ...] = ("VA000042",),
+    fills_per_second: float = 5,
+    total_fills: int | None = None,
+    heartbeat_s: float = 60,
+    seed: int = 0,
+    log: SentLog | None = None,
+    state: TradierState | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled; ``task_status.started`` gets the REST base URL (``http://…/v1``)."""
+    sent = log if log is not None else SentLog()
+    broker = state if state is not None else TradierState(accounts)
+    rng = random.Random(seed)
+    for account in accounts:
+        broker.positions[(account, "AAPL")] = 10
+        broker.cash[account] = Decimal("5000.00")
+    sessions: set[str] = set()
+    counter = itertools.count(1)
+    ws_url = ""
+
+    def authorized(request: Request) -> bool:
+        return request.headers.get("authorization") == f"Bearer {token}"
+
+    async def positions(account: str, request: Request) -> Response:
+        if not authorized(request):
+            return Response(401, b"Invalid Access Token")
+        sent.extra["polls"] += 1
+        held = [{"symbol": s, "quantity": q, "cost_basis": q * 100, "id": n}
+                for n, ((a, s), q) in enumerate(broker.positions.items()) if a == account and q]  # fmt: skip
+        body: Any = "null" if not held else {"position": held[0] if len(held) == 1 else held}
+        return Response(200, orjson.dumps({"positions": body}), JSON)
+
+    async def balances(account: str, request: Request) -> Response:
+        if not authorized(request):
+            return Response(401, b"Invalid Access Token")
+        cash = broker.cash[account]
+        body = {"account_number": account, "total_cash": float(cash), "total_equity": float(cash) + 10_000,
+                "current_requirement": 500, "margin": {"stock_buying_power": float(cash) * 2}}  # fmt: skip
+        return Response(200, orjson.dumps({"balances": body}), JSON)
+
+    async def new_session(request: Request) -> Response:
+        if not authorized(request):
+            return Response(401, b"Invalid Access Token")
+        session = f"s-{next(counter)}"
+        sessions.add(session)
+        return Response(200, orjson.dumps({"stream": {"url": ws_url, "sessionid": session}}), JSON)
+
+    async def events(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        sent.connections += 1
+        try:
+            subscription = orjson.loads(await ws.get_message())
+            if subscription.get("sessionid") not in sessions:
+                await ws.aclose(code=1008, reason="invalid session")
+                return
+            next_heartbeat = trio.current_time() + heartbeat_s
+            while True:
+                if total_fills is not None and sent.messages_sent >= total_fills:
+                    await trio.sleep(heartbeat_s)
+                else:
+                    await trio.sleep(1 / fills_per_second)
+                if trio.current_time() >= next_heartbeat:
+                    await ws.send_message(orjson.dumps({"event": "heartbeat", "status": "active"}).decode())
+                    next_heartbeat = trio.current_time() + heartbeat_s
+                if total_fills is not None and sent.messages_sent >= total_fills:
+                    continue
+                account, symbol = rng.choice(accounts), rng.choice(SYMBOLS)
+                broker.positions[(account, symbol)] = 0 if rng.random() < 0.3 else rng.randint(-20, 20)
+                broker.cash[account] = Decimal(rng.randint(0, 1_000_000)) / 100
+                broker.last_fill = trio.current_time()
+                event = {"id": next(counter), "event": "order", "status": "filled", "account": account,
+                         "symbol": symbol, "timestamp": datetime.now(UTC).isoformat()}  # fmt: skip
+                await ws.send_message(orjson.dumps(event).decode())
+                sent.record_good([event], {"fills": 1})
+        except ConnectionClosed:
+            pass
+
+    routes: dict[str, Any] = {"/v1/accounts/events/session": new_session}
+    for account in accounts:
+        routes[f"/v1/accounts/{account}/positions"] = functools.partial(positions, account)
+        routes[f"/v1/accounts/{account}/balances"] = functools.partial(balances, account)
+    async with trio.open_nursery() as nursery:
+        ws_url = await nursery.start(functools.partial(serve_loopback, events, path="/v1/accounts/events"))
+        port = await nursery.start(functools.partial(serve_http, routes, port=0, host="127.0.0.1"))
+        task_status.started(f"http://127.0.0.1:{port}/v1")
+
+
+__all__ = ["SentLog", "TradierState", "serve_tradier_simulator"]
