@@ -11,6 +11,7 @@ when an order fills, so a change shows within about a second. The stream sends a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -20,6 +21,7 @@ import orjson
 import trio
 from trio_websocket import WebSocketConnection
 
+from bridge.adapters.feeds.polling import Poller
 from bridge.adapters.feeds.websocket import REJECTED_CREDENTIALS_RETRY_S, Receive, WebSocketSession
 from bridge.domain.models import ReceivedFrame
 from bridge.domain.ports import Clock, FrameSink, RetryLater
@@ -66,33 +68,23 @@ class TradierFeed:
     poll_seconds: float = 5.0
     name: str = NAME
     finite: bool = False
-    _wake: trio.Event = attrs.field(factory=trio.Event, init=False)
-
-    def poll_now(self) -> None:
-        self._wake.set()
 
     async def run(self, sink: FrameSink) -> None:
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         async with httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=15) as client:
-            await self._poll(client, sink)  # state first: the stream only says that something changed
+            poller = Poller(functools.partial(self._poll, client, sink), self.poll_seconds)
+            await poller.poll()  # state first: the stream only says that something changed
             sink.connected(self.name)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._poll_forever, client, sink)
+                nursery.start_soon(poller.run)
                 response = await client.post("/accounts/events/session")
                 _refused(response)
                 stream = response.json()["stream"]
-                events = _Events(stream["sessionid"], self.poll_now)
+                events = _Events(stream["sessionid"], poller.wake)
                 session = WebSocketSession(
                     feed=self.name, url=stream["url"], clock=self.clock, protocol=events, max_silence_s=150
                 )
                 await session.run(sink)
-
-    async def _poll_forever(self, client: httpx.AsyncClient, sink: FrameSink) -> None:
-        while True:
-            with trio.move_on_after(self.poll_seconds):
-                await self._wake.wait()
-            self._wake = trio.Event()
-            await self._poll(client, sink)
 
     async def _poll(self, client: httpx.AsyncClient, sink: FrameSink) -> None:
         for account in self.accounts:
