@@ -101,3 +101,21 @@ def test_tradier_events_hold_no_state_and_bad_bodies_are_dead_lettered() -> None
            "positions": {"positions": {"position": 7}}}  # fmt: skip
     (letter,) = normalize_tradier(frame("tradier", bad)).dead_letters
     assert "expected a list, an object or 'null'" in letter.reason
+
+
+def test_a_schwab_accounts_snapshot() -> None:
+    from bridge.domain.normalizers.schwab import normalize_schwab
+
+    body = [{"securitiesAccount": {"accountNumber": "87654321", "positions": [
+        {"longQuantity": 0, "shortQuantity": 4, "averagePrice": 10.5, "marketValue": -42,
+         "instrument": {"symbol": "QQQ"}}],
+        "currentBalances": {"cashBalance": 10, "buyingPower": 20, "maintenanceRequirement": 3,
+                            "liquidationValue": 40}}}]  # fmt: skip
+    rows = normalize_schwab(
+        frame("schwab", {"type": "snapshot", "as_of": "2026-11-20T14:30:00Z", "accounts": body})
+    ).rows
+    position = next(row for row in rows if isinstance(row, BrokerPositionRow))
+    assert (position.symbol, position.qty, position.market_value) == ("QQQ", Decimal(-4), Decimal(-42))
+    balance = next(row for row in rows if isinstance(row, BrokerBalanceRow))
+    assert (balance.cash, balance.buying_power, balance.maintenance_margin, balance.equity) == (10, 20, 3, 40)
+    assert normalize_schwab(frame("schwab", {"notify": [{"heartbeat": "1"}]})).rows == ()

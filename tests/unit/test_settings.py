@@ -28,7 +28,9 @@ def test_every_bad_variable_is_named_in_one_error() -> None:
     assert "BRIDGE_BATCH_MAX_ROWS='-5': must be a positive whole number" in message
     assert "BRIDGE_BATCH_MAX_MS='soon': must be a number" in message
     assert "BRIDGE_LOG_FORMAT='xml': must be one of: json | console" in message
-    assert "unknown feed(s) carrier-pigeon; available: console, polygon, benzinga, tastytrade, tradier" in message
+    assert (
+        "unknown feed(s) carrier-pigeon; available: console, polygon, benzinga, tastytrade, tradier, schwab" in message
+    )
     assert "BRIDGE_CONSOLE_URL='http://example.invalid/stream': must be a ws:// or wss:// URL" in message
     assert len(caught.value.problems) == 5
 

@@ -3,7 +3,8 @@
 A newcomer sees the pipeline work end to end without any account or server: the local
 Developer Console simulator streams realistic rows for all five tables (and a few malformed
 frames, to show dead-lettering), the local Polygon/Massive simulator streams OPRA trades and
-quotes and the local Benzinga simulator streams news, all over loopback; the bridge ingests them into the embedded
+quotes, the local Benzinga simulator streams news, and local tastytrade, Tradier and Schwab servers
+(streamers and REST) change broker accounts, all over loopback; the bridge ingests them into the embedded
 PostgreSQL, a live view shows rates and counts, and a summary says how to query the result.
 """
 
@@ -24,9 +25,15 @@ from rich.table import Table as RichTable
 from bridge.adapters.feeds.benzinga import BenzingaFeed
 from bridge.adapters.feeds.console import ConsoleFeed
 from bridge.adapters.feeds.polygon import PolygonFeed
+from bridge.adapters.feeds.schwab import SchwabFeed
+from bridge.adapters.feeds.tastytrade import TastytradeFeed
+from bridge.adapters.feeds.tradier import TradierFeed
 from bridge.adapters.simulator.benzinga import serve_benzinga_simulator
 from bridge.adapters.simulator.console import SentLog, serve_console_simulator
 from bridge.adapters.simulator.polygon import serve_polygon_simulator
+from bridge.adapters.simulator.schwab import serve_schwab_simulator
+from bridge.adapters.simulator.tastytrade import serve_tastytrade_simulator
+from bridge.adapters.simulator.tradier import serve_tradier_simulator
 from bridge.app.pipeline import PipelineConfig, run_bridge
 from bridge.app.service import normalizers, signal_waiter, utc_now
 from bridge.app.stats import PipelineStats
@@ -160,8 +167,24 @@ async def run_demo(
                 start=now,
             )
         )
+        broker_token = secrets.token_urlsafe(16)
+        REDACTOR.add(broker_token)
+        tasty_ws, tasty_api = await nursery.start(
+            functools.partial(serve_tastytrade_simulator, token=broker_token, updates_per_second=5, seed=seed)
+        )
+        tradier_api = await nursery.start(
+            functools.partial(serve_tradier_simulator, token=broker_token, fills_per_second=1, seed=seed)
+        )
+        schwab_api = await nursery.start(
+            functools.partial(serve_schwab_simulator, token=broker_token, activity_per_second=1, seed=seed)
+        )
         feeds: list[Feed] = [
             BenzingaFeed(url=benzinga_url, api_key=news_token, clock=utc_now),
+            TastytradeFeed(
+                url=tasty_ws, api_url=tasty_api, token=broker_token, accounts=("5WT00001", "5WT00002"), clock=utc_now
+            ),
+            TradierFeed(api_url=tradier_api, token=broker_token, accounts=("VA000042",), clock=utc_now),
+            SchwabFeed(api_url=schwab_api, token=broker_token, clock=utc_now),
             ConsoleFeed(url=console_url, token=token, clock=utc_now),
             PolygonFeed(url=polygon_url, api_key=api_key, clock=utc_now, quote_limit=100),
         ]

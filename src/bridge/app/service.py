@@ -12,6 +12,7 @@ import trio
 from bridge.adapters.feeds.benzinga import BenzingaFeed
 from bridge.adapters.feeds.console import ConsoleFeed
 from bridge.adapters.feeds.polygon import PolygonFeed
+from bridge.adapters.feeds.schwab import SchwabFeed
 from bridge.adapters.feeds.tastytrade import TastytradeFeed
 from bridge.adapters.feeds.tradier import TradierFeed
 from bridge.adapters.http import serve_http
@@ -25,6 +26,7 @@ from bridge.domain.models import ReceivedFrame
 from bridge.domain.normalizers.benzinga import normalize_benzinga
 from bridge.domain.normalizers.console import normalize_console
 from bridge.domain.normalizers.polygon import PolygonNormalizer
+from bridge.domain.normalizers.schwab import normalize_schwab
 from bridge.domain.normalizers.tastytrade import normalize_tastytrade
 from bridge.domain.normalizers.tradier import normalize_tradier
 from bridge.domain.ports import Feed, Normalizer, Repository
@@ -50,6 +52,7 @@ def normalizers(quote_max_age_ms: int = 5000) -> Mapping[str, Normalizer]:
         "benzinga": normalize_benzinga,
         "tastytrade": normalize_tastytrade,
         "tradier": normalize_tradier,
+        "schwab": normalize_schwab,
     }
 
 
@@ -90,6 +93,14 @@ def build_feed(name: str, settings: Settings) -> Feed:
             accounts=settings.tradier_accounts,
             clock=utc_now,
             poll_seconds=settings.tradier_poll_seconds,
+        )
+    if name == "schwab":
+        assert settings.schwab_token is not None
+        return SchwabFeed(
+            api_url=settings.schwab_api_url,
+            token=settings.schwab_token,
+            clock=utc_now,
+            poll_seconds=settings.schwab_poll_seconds,
         )
     if name == "benzinga":
         assert settings.benzinga_api_key is not None

@@ -34,6 +34,7 @@ FEEDS: Final[Mapping[str, str]] = {
     "benzinga": "benzinga_api_key",
     "tastytrade": "tastytrade_token",
     "tradier": "tradier_token",
+    "schwab": "schwab_token",
 }
 ContractList = NewType("ContractList", tuple[str, ...])
 
@@ -112,6 +113,17 @@ class Settings:
     tradier_poll_seconds: PositiveFloat = attrs.field(
         default=PositiveFloat(5.0),
         metadata=_env("BRIDGE_TRADIER_POLL_SECONDS", "seconds between Tradier position/balance polls"),
+    )
+    schwab_token: str | None = attrs.field(
+        default=None, metadata=_env("BRIDGE_SCHWAB_TOKEN", "Schwab OAuth access token", secret=True)
+    )
+    schwab_api_url: str = attrs.field(
+        default="https://api.schwabapi.com/trader/v1",
+        metadata=_env("BRIDGE_SCHWAB_API_URL", "Schwab Trader API base (accounts, userPreference)"),
+    )
+    schwab_poll_seconds: PositiveFloat = attrs.field(
+        default=PositiveFloat(5.0),
+        metadata=_env("BRIDGE_SCHWAB_POLL_SECONDS", "seconds between Schwab position/balance polls"),
     )
     quote_max_age_ms: PositiveInt = attrs.field(
         default=PositiveInt(5000),
@@ -331,6 +343,7 @@ def feed_problems(settings: Settings, feeds: list[str]) -> list[str]:
         "benzinga": "the API token",
         "tastytrade": "an access token",
         "tradier": "an access token",
+        "schwab": "an OAuth access token",
     }
     for name in feeds:
         if not getattr(settings, FEEDS[name]):

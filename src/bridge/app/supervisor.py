@@ -19,6 +19,13 @@ from bridge.logs import get_logger
 log = get_logger(__name__)
 
 
+def _innermost(exc: BaseException) -> BaseException:
+    """A feed with tasks of its own fails with a one-exception group: report the exception inside."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 async def run_supervised(
     name: str,
     child: Callable[[], Awaitable[None]],
@@ -36,7 +43,8 @@ async def run_supervised(
         try:
             with trio.CancelScope():
                 await child()
-        except Exception as exc:  # a failing feed must not take the others down
+        except Exception as raised:  # a failing feed must not take the others down
+            exc = _innermost(raised)
             error = f"{type(exc).__name__}: {exc}"
             stats.feed_last_error[name] = error
             log.warning("feed failed", feed=name, error=error)

@@ -1,0 +1,134 @@
+"""A local Schwab: ``userPreference`` (streamer info), ``accounts?fields=positions`` and the streamer.
+
+The streamer answers ``ADMIN LOGIN`` with code 0, or 3 (login denied) for a wrong token, or 12 when a
+streamer connection for the user is already open; after ``ACCT_ACTIVITY SUBS`` it sends activity as
+trades change the broker's state, and ``notify`` heartbeats.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from decimal import Decimal
+from typing import Any, Final
+
+import attrs
+import orjson
+import trio
+from trio_websocket import ConnectionClosed, WebSocketRequest
+
+from bridge.adapters.http import Request, Response, serve_http
+from bridge.adapters.simulator.server import SentLog, serve_loopback
+
+SYMBOLS: Final = ("AAPL", "MSFT", "SPY", "SPY   251219C00650000")
+JSON: Final = "application/json"
+
+
+@attrs.define
+class SchwabState:
+    accounts: tuple[str, ...]
+    positions: dict[tuple[str, str], int] = attrs.Factory(dict)
+    cash: dict[str, Decimal] = attrs.Factory(dict)
+
+
+async def serve_schwab_simulator(
+    *,
+    token: str,
+    accounts: tuple[str, ...] = ("87654321",),
+    activity_per_second: float = 5,
+    total_activity: int | None = None,
+    heartbeat_s: float = 10,
+    seed: int = 0,
+    log: SentLog | None = None,
+    state: SchwabState | None = None,
+    streamer_token: str | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled; ``task_status.started`` gets the REST base URL (``http://…/trader/v1``)."""
+    sent = log if log is not None else SentLog()
+    broker = state if state is not None else SchwabState(accounts)
+    rng = random.Random(seed)
+    for account in accounts:
+        broker.positions[(account, "AAPL")] = 10
+        broker.cash[account] = Decimal("2500.00")
+    streamer_url = ""
+    open_streams = [0]
+
+    def authorized(request: Request) -> bool:
+        return request.headers.get("authorization") == f"Bearer {token}"
+
+    async def preferences(request: Request) -> Response:
+        if not authorized(request):
+            return Response(401, b'{"message": "invalid token"}', JSON)
+        info = {"streamerSocketUrl": streamer_url, "schwabClientCustomerId": "cust-1", "schwabClientCorrelId": "corr-1",
+                "schwabClientChannel": "N9", "schwabClientFunctionId": "APIAPP"}  # fmt: skip
+        return Response(200, orjson.dumps({"accounts": [], "streamerInfo": [info]}), JSON)
+
+    async def accounts_with_positions(request: Request) -> Response:
+        if not authorized(request):
+            return Response(401, b'{"message": "invalid token"}', JSON)
+        sent.extra["polls"] += 1
+        body = []
+        for account in accounts:
+            positions = [{"longQuantity": max(qty, 0), "shortQuantity": max(-qty, 0), "averagePrice": 100.0,
+                          "marketValue": qty * 100.0, "instrument": {"symbol": symbol, "assetType": "EQUITY"}}
+                         for (a, symbol), qty in broker.positions.items() if a == account and qty]  # fmt: skip
+            balances = {"cashBalance": float(broker.cash[account]), "buyingPower": 20000.0,
+                        "maintenanceRequirement": 1000.0, "liquidationValue": 30000.0}  # fmt: skip
+            body.append({"securitiesAccount": {"accountNumber": account, "type": "MARGIN", "positions": positions,
+                                               "currentBalances": balances}})  # fmt: skip
+        return Response(200, orjson.dumps(body), JSON)
+
+    def reply(command: str, code: int, message: str) -> str:
+        service = "ADMIN" if command == "LOGIN" else "ACCT_ACTIVITY"
+        response = {"service": service, "command": command, "requestid": "0", "content": {"code": code, "msg": message}}
+        return orjson.dumps({"response": [response]}).decode()
+
+    async def streamer(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        sent.connections += 1
+        try:
+            login = orjson.loads(await ws.get_message())["requests"][0]
+            if login.get("parameters", {}).get("Authorization") != (streamer_token or token):
+                await ws.send_message(reply("LOGIN", 3, "Login denied"))
+                sent.extra["refused"] += 1
+                return
+            if open_streams[0]:
+                await ws.send_message(reply("LOGIN", 12, "Only one streamer connection per user"))
+                return
+            open_streams[0] += 1
+            try:
+                await ws.send_message(reply("LOGIN", 0, "server is alive"))
+                subscription = orjson.loads(await ws.get_message())["requests"][0]
+                await ws.send_message(reply(subscription.get("command", "SUBS"), 0, "SUBS command succeeded"))
+                next_heartbeat = trio.current_time() + heartbeat_s
+                while True:
+                    await trio.sleep(1 / activity_per_second)
+                    if trio.current_time() >= next_heartbeat:
+                        await ws.send_message(orjson.dumps({"notify": [{"heartbeat": "1"}]}).decode())
+                        next_heartbeat = trio.current_time() + heartbeat_s
+                    if total_activity is not None and sent.messages_sent >= total_activity:
+                        continue
+                    account, symbol = rng.choice(accounts), rng.choice(SYMBOLS)
+                    broker.positions[(account, symbol)] = 0 if rng.random() < 0.3 else rng.randint(-20, 20)
+                    broker.cash[account] = Decimal(rng.randint(0, 1_000_000)) / 100
+                    detail = orjson.dumps({"SchwabOrderID": str(rng.randint(1, 10**9)), "Symbol": symbol}).decode()
+                    activity = {"seq": sent.messages_sent, "key": "Account Activity", "1": account,
+                                "2": "OrderFillCompleted", "3": detail}  # fmt: skip
+                    data = {"data": [{"service": "ACCT_ACTIVITY", "timestamp": 0, "command": "SUBS",
+                                      "content": [activity]}]}  # fmt: skip
+                    await ws.send_message(orjson.dumps(data).decode())
+                    sent.record_good([data], {"activity": 1})
+            finally:
+                open_streams[0] -= 1
+        except ConnectionClosed:
+            pass
+
+    routes: dict[str, Any] = {"/trader/v1/userPreference": preferences, "/trader/v1/accounts": accounts_with_positions}
+    async with trio.open_nursery() as nursery:
+        streamer_url = await nursery.start(functools.partial(serve_loopback, streamer, path="/ws"))
+        port = await nursery.start(functools.partial(serve_http, routes, port=0, host="127.0.0.1"))
+        task_status.started(f"http://127.0.0.1:{port}/trader/v1")
+
+
+__all__ = ["SchwabState", "SentLog", "serve_schwab_simulator"]

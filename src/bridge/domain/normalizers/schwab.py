@@ -1,0 +1,85 @@
+"""Schwab (the successor of the TD Ameritrade API): REST account snapshots, and the streamer's frames.
+
+Positions and balances come from ``GET /trader/v1/accounts?fields=positions``: a list of
+``{"securitiesAccount": {"accountNumber", "positions": [{"longQuantity", "shortQuantity", "averagePrice",
+"marketValue", "instrument": {"symbol"}}], "currentBalances": {…}}}``; the feed emits each poll as one
+snapshot frame ``{"type": "snapshot", "as_of": ISO, "accounts": <that list>}`` and every account in it
+becomes a snapshot (positions absent from it are deleted). Balances: ``cashBalance`` → cash,
+``buyingPower`` → buying_power, ``maintenanceRequirement`` → maintenance_margin, ``liquidationValue`` (or
+``equity``) → equity. Streamer frames (``response``, ``notify`` heartbeats, ``ACCT_ACTIVITY`` data) carry
+no state: the feed polls at once on account activity.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from bridge.domain.frames import UndecodableFrame, dead_letter, decode_json
+from bridge.domain.models import AccountRef, BrokerBalanceRow, BrokerPositionRow, Normalized, ReceivedFrame, Row
+from bridge.domain.normalizers.brokers import snapshot_rows
+from bridge.domain.values import InvalidValue, optional_decimal, require_text, require_timestamp
+
+BROKER: Final = "schwab"
+
+
+def normalize_schwab(frame: ReceivedFrame) -> Normalized:
+    try:
+        message = decode_json(frame)
+        rows = _rows(message)
+    except UndecodableFrame as exc:
+        return Normalized(dead_letters=(dead_letter(frame, [str(exc)], "invalid_json"),))
+    except InvalidValue as exc:
+        return Normalized(dead_letters=(dead_letter(frame, [str(exc)]),))
+    return Normalized(rows=rows)
+
+
+def _rows(message: object) -> tuple[Row, ...]:
+    if not isinstance(message, dict):
+        raise InvalidValue("expected a JSON object")
+    if message.get("type") != "snapshot":
+        return ()  # streamer responses, heartbeats and account activity hold no state
+    as_of = require_timestamp("as_of", message.get("as_of"))
+    accounts = message.get("accounts")
+    if not isinstance(accounts, list):
+        raise InvalidValue("accounts: expected the list GET /trader/v1/accounts returns")
+    rows: list[Row] = []
+    for entry in accounts:
+        body = entry.get("securitiesAccount") if isinstance(entry, dict) else None
+        if not isinstance(body, dict):
+            raise InvalidValue("accounts: each entry needs a 'securitiesAccount' object")
+        account = AccountRef(BROKER, require_text("accountNumber", body.get("accountNumber")))
+        positions = [_position(account, item, as_of) for item in body.get("positions") or []]
+        balances = body.get("currentBalances")
+        balance = _balance(account, balances, as_of) if isinstance(balances, dict) else None
+        rows += snapshot_rows(account, as_of, positions, balance)
+    return tuple(rows)
+
+
+def _position(account: AccountRef, item: dict[str, Any], as_of: datetime) -> BrokerPositionRow:
+    given = item.get("instrument")
+    instrument: dict[str, Any] = given if isinstance(given, dict) else {}
+    long_qty = optional_decimal("longQuantity", item.get("longQuantity")) or Decimal(0)
+    short_qty = optional_decimal("shortQuantity", item.get("shortQuantity")) or Decimal(0)
+    return BrokerPositionRow(
+        account=account,
+        symbol=require_text("instrument.symbol", instrument.get("symbol")).strip(),
+        qty=long_qty - short_qty,
+        updated_at=as_of,
+        avg_price=optional_decimal("averagePrice", item.get("averagePrice")),
+        market_value=optional_decimal("marketValue", item.get("marketValue")),
+        raw=item,
+    )
+
+
+def _balance(account: AccountRef, body: dict[str, Any], as_of: datetime) -> BrokerBalanceRow:
+    return BrokerBalanceRow(
+        account=account,
+        updated_at=as_of,
+        cash=optional_decimal("cashBalance", body.get("cashBalance")),
+        buying_power=optional_decimal("buyingPower", body.get("buyingPower")),
+        maintenance_margin=optional_decimal("maintenanceRequirement", body.get("maintenanceRequirement")),
+        equity=optional_decimal("liquidationValue", body.get("liquidationValue", body.get("equity"))),
+        raw=body,
+    )
