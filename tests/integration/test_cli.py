@@ -198,3 +198,24 @@ async def test_no_credential_reaches_any_log_line(tmp_path: Path, database_url: 
     assert "feed failed" in text  # the failure was logged...
     for secret in ("Pa55-w0rd-never-logged", "bz-token-never-logged"):
         assert secret not in text  # ...without the secrets
+
+
+async def test_check_tries_a_brokers_rest_api_with_its_token(tmp_path: Path, database_url: str) -> None:
+    from bridge.adapters.simulator.tradier import serve_tradier_simulator
+
+    async with trio.open_nursery() as nursery:
+        api = await nursery.start(functools.partial(serve_tradier_simulator, token="tr-ok"))
+        for token, ok in (("tr-ok", True), ("tr-bad", False)):
+            env = clean_env(DATABASE_URL=database_url, BRIDGE_TRADIER_TOKEN=token, BRIDGE_TRADIER_ACCOUNTS="VA000042",
+                            BRIDGE_TRADIER_API_URL=api)  # fmt: skip
+            result = await trio.run_process([*BRIDGE, "check"], env=env, capture_stdout=True, capture_stderr=True,
+                                            check=False)  # fmt: skip
+            out = result.stdout.decode()
+            assert result.returncode == (0 if ok else 1), out
+            expected = (
+                "ok  feed tradier: the REST API accepted the token"
+                if ok
+                else "FAIL  feed tradier: credentials rejected"
+            )
+            assert expected in out and token not in out
+        nursery.cancel_scope.cancel()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import httpx
 import orjson
 import psycopg
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, open_websocket_url
 
 from bridge.adapters.feeds.benzinga import with_token
+from bridge.adapters.feeds.tastytrade import authorization
 from bridge.adapters.postgres.conninfo import redact_conninfo
 from bridge.adapters.postgres.migrations import DatabaseUnreachable, pending
 from bridge.app.database import open_database
@@ -29,7 +31,33 @@ def run_checks(settings: Settings) -> list[CheckResult]:
             results.append(trio.run(check_websocket, name, url, None))
         if name == "polygon" and settings.polygon_api_key:
             results.append(trio.run(check_polygon, settings.polygon_url, settings.polygon_api_key))
+        if name == "tastytrade" and settings.tastytrade_token and settings.tastytrade_accounts:
+            account = settings.tastytrade_accounts[0]
+            results.append(check_rest(name, f"{settings.tastytrade_api_url}/accounts/{account}/balances",
+                                      authorization(settings.tastytrade_token)))  # fmt: skip
+        if name == "tradier" and settings.tradier_token and settings.tradier_accounts:
+            account = settings.tradier_accounts[0]
+            results.append(check_rest(name, f"{settings.tradier_api_url}/accounts/{account}/balances",
+                                      f"Bearer {settings.tradier_token}"))  # fmt: skip
+        if name == "schwab" and settings.schwab_token:
+            results.append(
+                check_rest(name, f"{settings.schwab_api_url}/userPreference", f"Bearer {settings.schwab_token}")
+            )
     return results
+
+
+def check_rest(feed: str, url: str, authorization_header: str) -> CheckResult:
+    """A broker's REST API with the configured token (what the feed fetches first)."""
+    try:
+        response = httpx.get(url, headers={"Authorization": authorization_header, "Accept": "application/json"},
+                             timeout=15)  # fmt: skip
+    except httpx.HTTPError as exc:
+        return (f"feed {feed}", False, f"cannot reach the REST API: {type(exc).__name__}: {exc}")
+    if response.status_code in (401, 403):
+        return (f"feed {feed}", False, f"credentials rejected (HTTP {response.status_code})")
+    if response.is_error:
+        return (f"feed {feed}", False, f"the REST API answered HTTP {response.status_code}")
+    return (f"feed {feed}", True, "the REST API accepted the token")
 
 
 def check_database(settings: Settings) -> CheckResult:
