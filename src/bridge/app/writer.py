@@ -45,9 +45,15 @@ class Batch:
     """The channel is closed and drained: this is the writer's last batch."""
 
 
-async def collect_batch(receive: trio.MemoryReceiveChannel[Delivery], policy: BatchPolicy) -> Batch:
-    """Wait for a first delivery, then take more until ``max_rows`` or ``max_ms`` after the first."""
-    deliveries: list[Delivery] = []
+async def collect_batch(
+    receive: trio.MemoryReceiveChannel[Delivery], policy: BatchPolicy, deliveries: list[Delivery] | None = None
+) -> Batch:
+    """Wait for a first delivery, then take more until ``max_rows`` or ``max_ms`` after the first.
+
+    Deliveries are gathered into ``deliveries`` (the caller's list), so a cancellation in the middle
+    leaves what was already taken off the channel where the caller can still save it.
+    """
+    deliveries = [] if deliveries is None else deliveries
     try:
         deliveries.append(await receive.receive())
         size = len(deliveries[0].rows)
@@ -87,6 +93,8 @@ class TableWriter:
     _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
     _receiving: bool = attrs.field(default=True, init=False)
     _spool_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
+    _collecting: list[Delivery] = attrs.field(factory=list, init=False)
+    """The batch being gathered: off the channel, not yet queued."""
 
     async def run(self, receive: trio.MemoryReceiveChannel[Delivery]) -> None:
         """Take batches off the channel while another task writes them; return when all are written.
@@ -99,18 +107,20 @@ class TableWriter:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._flush_all)
-                async with receive:
-                    while True:
-                        batch = await collect_batch(receive, self.batching)
-                        if batch.deliveries:
-                            await self._enqueue(batch.deliveries)
-                        if batch.ended:
-                            break
+                while True:
+                    batch = await collect_batch(receive, self.batching, self._collecting)
+                    if batch.deliveries:
+                        await self._enqueue(list(batch.deliveries))
+                    self._collecting.clear()
+                    if batch.ended:
+                        break
                 self._receiving = False
                 self._notify()
         finally:
+            # the channel stays open until here: closing it would discard what it still buffers
             with trio.CancelScope(shield=True):
                 await self._spool_leftovers(receive)
+            receive.close()
             if self.dead_letters is not None:
                 self.dead_letters.close()
 
@@ -195,7 +205,8 @@ class TableWriter:
 
     async def _spool_leftovers(self, receive: trio.MemoryReceiveChannel[Delivery]) -> None:
         """After a cancellation: whatever is still in memory or in the channel goes to the spool."""
-        leftovers: list[Delivery] = []
+        leftovers: list[Delivery] = list(self._collecting)
+        self._collecting.clear()
         while True:
             try:
                 leftovers.append(receive.receive_nowait())
