@@ -13,6 +13,7 @@ event time; a quote stamped after the trade is not used (no look-ahead).
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any, Final
 
@@ -23,7 +24,7 @@ from bridge.domain.frames import UndecodableFrame, dead_letter, decode_json
 from bridge.domain.ids import stable_id
 from bridge.domain.models import Normalized, OptionsFlowRow, ReceivedFrame, Row
 from bridge.domain.nbbo import NbboBook, Quote
-from bridge.domain.occ import InvalidOptionSymbol, parse_occ
+from bridge.domain.occ import InvalidOptionSymbol, OptionContract, parse_occ
 from bridge.domain.side import infer_side, usable_quote
 from bridge.domain.values import (
     TRADE_MAX_AGE,
@@ -35,6 +36,13 @@ from bridge.domain.values import (
 )
 
 SOURCE: Final = "polygon"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _contract(ticker: str) -> tuple[OptionContract, str, str]:
+    """(contract, underlying, OCC symbol) of a ticker: the firehose repeats contracts, so parse each once."""
+    contract = parse_occ(ticker)
+    return contract, contract.underlying, contract.occ_symbol
 
 
 def _epoch_ms(event: dict[str, Any]) -> int:
@@ -85,7 +93,7 @@ class PolygonNormalizer:
 
     def _trade(self, event: dict[str, Any], received_at: datetime) -> OptionsFlowRow:
         ticker = require_text("sym", event.get("sym"))
-        contract = parse_occ(ticker)
+        contract, underlying, occ_symbol = _contract(ticker)
         price = require_decimal("p", event.get("p"))
         size = require_decimal("s", event.get("s"))
         if size <= 0 or price < 0:
@@ -106,8 +114,8 @@ class PolygonNormalizer:
             id=stable_id(SOURCE, ticker, exchange, at_ms, event.get("q")),
             received_at=received_at,
             event_ts=plausible("t", require_timestamp("t", at_ms), received_at, TRADE_MAX_AGE),
-            symbol=contract.underlying,
-            option_symbol=contract.occ_symbol,
+            symbol=underlying,
+            option_symbol=occ_symbol,
             side=infer_side(price, bid, ask),
             size=size,
             notional=price * size * 100,
