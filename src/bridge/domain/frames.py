@@ -6,13 +6,15 @@ input the same way and a user reads the same kind of reason whichever feed it ca
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Final
 
 import orjson
 
 from bridge.domain.ids import stable_id
-from bridge.domain.models import DeadLetter, ReceivedFrame
+from bridge.domain.models import DeadLetter, Normalized, ReceivedFrame, Row
+from bridge.domain.values import InvalidValue
 
 MAX_REASONS: Final = 10
 MAX_STORED_CHARS: Final = 1_000_000
@@ -52,3 +54,14 @@ def dead_letter(frame: ReceivedFrame, reasons: Sequence[str], kind: str = "inval
         frame=text,
         kind=kind,
     )
+
+
+def normalize_message(frame: ReceivedFrame, rows_of: Callable[[object, datetime], tuple[Row, ...]]) -> Normalized:
+    """For protocols whose frame is one JSON message: decode it, build its rows, or say why not."""
+    try:
+        rows = rows_of(decode_json(frame), frame.received_at)
+    except UndecodableFrame as exc:
+        return Normalized(dead_letters=(dead_letter(frame, [str(exc)], "invalid_json"),))
+    except InvalidValue as exc:
+        return Normalized(dead_letters=(dead_letter(frame, [str(exc)]),))
+    return Normalized(rows=rows)

@@ -1,6 +1,5 @@
-"""Polling REST snapshots on a schedule, and at once when a stream says something changed.
-
-Brokers that stream activity but serve state over REST (Tradier, Schwab) share this loop.
+"""Broker REST: polling snapshots on a schedule (and at once when a stream says something changed),
+and what a refused token means. Tradier, Schwab and tastytrade's snapshots share these.
 """
 
 from __future__ import annotations
@@ -8,7 +7,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import attrs
+import httpx
 import trio
+
+from bridge.adapters.feeds.websocket import REJECTED_CREDENTIALS_RETRY_S
+from bridge.domain.ports import RetryLater
+
+
+def raise_for_refusal(response: httpx.Response) -> None:
+    """401/403: the token is refused (retry after the long wait); other errors as httpx raises them."""
+    if response.status_code in (401, 403):
+        raise RetryLater(f"the REST API refused the token (HTTP {response.status_code})", REJECTED_CREDENTIALS_RETRY_S)
+    response.raise_for_status()
 
 
 @attrs.define

@@ -20,7 +20,7 @@ import orjson
 import trio
 from trio_websocket import WebSocketConnection
 
-from bridge.adapters.feeds.polling import Poller
+from bridge.adapters.feeds.polling import Poller, raise_for_refusal
 from bridge.adapters.feeds.websocket import REJECTED_CREDENTIALS_RETRY_S, Receive, WebSocketSession
 from bridge.domain.models import ReceivedFrame
 from bridge.domain.ports import Clock, FrameSink, RetryLater
@@ -31,12 +31,6 @@ DEFAULT_API_URL: Final = "https://api.schwabapi.com/trader/v1"
 LOGIN_DENIED: Final = 3
 ONE_CONNECTION_ONLY: Final = 12
 log = get_logger(__name__, feed=NAME)
-
-
-def _refused(response: httpx.Response) -> None:
-    if response.status_code in (401, 403):
-        raise RetryLater(f"the REST API refused the token (HTTP {response.status_code})", REJECTED_CREDENTIALS_RETRY_S)
-    response.raise_for_status()
 
 
 @attrs.define
@@ -102,7 +96,7 @@ class SchwabFeed:
             await poller.poll()
             sink.connected(self.name)
             response = await client.get("/userPreference")
-            _refused(response)
+            raise_for_refusal(response)
             info = response.json()["streamerInfo"][0]
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(poller.run)
@@ -115,6 +109,6 @@ class SchwabFeed:
     async def _poll(self, client: httpx.AsyncClient, sink: FrameSink) -> None:
         as_of = self.clock()
         response = await client.get("/accounts", params={"fields": "positions"})
-        _refused(response)
+        raise_for_refusal(response)
         text = orjson.dumps({"type": "snapshot", "as_of": as_of.isoformat(), "accounts": response.json()}).decode()
         await sink.emit(ReceivedFrame(self.name, self.clock(), text))

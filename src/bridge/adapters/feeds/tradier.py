@@ -21,22 +21,16 @@ import orjson
 import trio
 from trio_websocket import WebSocketConnection
 
-from bridge.adapters.feeds.polling import Poller
-from bridge.adapters.feeds.websocket import REJECTED_CREDENTIALS_RETRY_S, Receive, WebSocketSession
+from bridge.adapters.feeds.polling import Poller, raise_for_refusal
+from bridge.adapters.feeds.websocket import Receive, WebSocketSession
 from bridge.domain.models import ReceivedFrame
-from bridge.domain.ports import Clock, FrameSink, RetryLater
+from bridge.domain.ports import Clock, FrameSink
 from bridge.logs import get_logger
 
 NAME: Final = "tradier"
 DEFAULT_API_URL: Final = "https://api.tradier.com/v1"
 FILL_STATUSES: Final = frozenset({"filled", "partially_filled"})
 log = get_logger(__name__, feed=NAME)
-
-
-def _refused(response: httpx.Response) -> None:
-    if response.status_code in (401, 403):
-        raise RetryLater(f"the REST API refused the token (HTTP {response.status_code})", REJECTED_CREDENTIALS_RETRY_S)
-    response.raise_for_status()
 
 
 @attrs.define
@@ -78,7 +72,7 @@ class TradierFeed:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(poller.run)
                 response = await client.post("/accounts/events/session")
-                _refused(response)
+                raise_for_refusal(response)
                 stream = response.json()["stream"]
                 events = _Events(stream["sessionid"], poller.wake)
                 session = WebSocketSession(
@@ -92,7 +86,7 @@ class TradierFeed:
             bodies = []
             for kind in ("positions", "balances"):
                 response = await client.get(f"/accounts/{account}/{kind}")
-                _refused(response)
+                raise_for_refusal(response)
                 bodies.append(response.json())
             text = orjson.dumps({"type": "snapshot", "account": account, "as_of": as_of.isoformat(),
                                  "positions": bodies[0], "balances": bodies[1]}).decode()  # fmt: skip

@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Final
 
-from bridge.domain.frames import UndecodableFrame, dead_letter, decode_json
+from bridge.domain.frames import normalize_message
 from bridge.domain.ids import stable_id
 from bridge.domain.models import NewsEventRow, Normalized, ReceivedFrame
 from bridge.domain.values import (
@@ -41,14 +41,7 @@ KEEPALIVE_REPLIES: Final = frozenset({"pong", "ping"})
 def normalize_benzinga(frame: ReceivedFrame) -> Normalized:
     if frame.text.strip().lower() in KEEPALIVE_REPLIES:
         return Normalized()
-    try:
-        message = decode_json(frame)
-        row = _article(message, frame.received_at)
-    except UndecodableFrame as exc:
-        return Normalized(dead_letters=(dead_letter(frame, [str(exc)], "invalid_json"),))
-    except InvalidValue as exc:
-        return Normalized(dead_letters=(dead_letter(frame, [str(exc)]),))
-    return Normalized(rows=(row,))
+    return normalize_message(frame, lambda message, received_at: (_article(message, received_at),))
 
 
 def _article(message: object, received_at: datetime) -> NewsEventRow:

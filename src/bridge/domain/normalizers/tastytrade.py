@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import attrs
 
-from bridge.domain.frames import UndecodableFrame, dead_letter, decode_json
+from bridge.domain.frames import normalize_message
 from bridge.domain.models import AccountRef, BrokerBalanceRow, BrokerPositionRow, Normalized, ReceivedFrame, Row
 from bridge.domain.normalizers.brokers import snapshot_rows
 from bridge.domain.values import (
@@ -34,14 +34,7 @@ IGNORED_TYPES: Final = frozenset({"Order", "ComplexOrder", "OrderChain", "Extern
 
 
 def normalize_tastytrade(frame: ReceivedFrame) -> Normalized:
-    try:
-        message = decode_json(frame)
-        rows = _rows(message, frame.received_at)
-    except UndecodableFrame as exc:
-        return Normalized(dead_letters=(dead_letter(frame, [str(exc)], "invalid_json"),))
-    except InvalidValue as exc:
-        return Normalized(dead_letters=(dead_letter(frame, [str(exc)]),))
-    return Normalized(rows=rows)
+    return normalize_message(frame, _rows)
 
 
 def _rows(message: object, received_at: datetime) -> tuple[Row, ...]:

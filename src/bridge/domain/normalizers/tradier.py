@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from bridge.domain.frames import UndecodableFrame, dead_letter, decode_json
+from bridge.domain.frames import normalize_message
 from bridge.domain.models import AccountRef, BrokerBalanceRow, BrokerPositionRow, Normalized, ReceivedFrame, Row
 from bridge.domain.normalizers.brokers import snapshot_rows
 from bridge.domain.values import InvalidValue, optional_decimal, require_decimal, require_text, require_timestamp
@@ -23,14 +23,7 @@ BROKER: Final = "tradier"
 
 
 def normalize_tradier(frame: ReceivedFrame) -> Normalized:
-    try:
-        message = decode_json(frame)
-        rows = _rows(message)
-    except UndecodableFrame as exc:
-        return Normalized(dead_letters=(dead_letter(frame, [str(exc)], "invalid_json"),))
-    except InvalidValue as exc:
-        return Normalized(dead_letters=(dead_letter(frame, [str(exc)]),))
-    return Normalized(rows=rows)
+    return normalize_message(frame, _rows)
 
 
 def listed(value: object) -> list[dict[str, Any]]:
@@ -44,7 +37,7 @@ def listed(value: object) -> list[dict[str, Any]]:
     raise InvalidValue(f"expected a list, an object or 'null', got {type(value).__name__}")
 
 
-def _rows(message: object) -> tuple[Row, ...]:
+def _rows(message: object, received_at: datetime) -> tuple[Row, ...]:
     if not isinstance(message, dict):
         raise InvalidValue("expected a JSON object")
     if message.get("type") != "snapshot":
