@@ -115,3 +115,18 @@ async def test_a_wrong_key_ends_in_auth_failed_handling_not_a_crash(repository: 
     assert stats.feed_restarts["polygon"] == 1 and sent.extra["auth_failed"] == 1  # waiting minutes, not looping
     assert "not-the-key" not in stats.feed_last_error["polygon"]
     assert Decimal(1)  # the pipeline itself stayed up and flushed (run_bridge returned True above)
+
+
+async def test_quote_subscription_churn_at_full_speed_never_stalls_the_stream(
+    database_url: str, repository: PostgresRepository
+) -> None:
+    """More contracts trade than quotes may be streamed: subscriptions churn on every frame.
+
+    Sending them from the receive path once deadlocked against a server whose own sends were
+    blocked on us; they now go from a task of their own while receiving goes on.
+    """
+    sent, _, feed, _ = await stream_polygon(repository, total_trades=20_000, quote_limit=300, contracts=2000,
+                                            batch_size=200)  # fmt: skip
+    assert query(database_url, "select count(*), count(distinct id) from options_flow") == [(20_000, 20_000)]
+    assert sent.extra["max_quote_subscriptions"] <= 300 and sent.extra["quote_limit_exceeded"] == 0
+    assert feed.protocol.quote_messages_sent > 50

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import attrs
 import orjson
+import trio
 from trio_websocket import WebSocketConnection
 
 from bridge.adapters.feeds.websocket import REJECTED_CREDENTIALS_RETRY_S, Receive, WebSocketSession
@@ -45,6 +46,9 @@ class PolygonProtocol:
     channels: str
     quotes: QuoteSubscriptions
     quote_messages_sent: int = 0
+    _on_server: set[str] = attrs.Factory(set)
+    """Quote contracts the server currently streams for this connection."""
+    _changed: trio.Event = attrs.Factory(trio.Event)
 
     async def hello(self, ws: WebSocketConnection, receive: Receive, sink: FrameSink) -> None:
         await self._wait_for_status(receive, {"connected"})
@@ -53,6 +57,7 @@ class PolygonProtocol:
         if status != "auth_success":
             raise RetryLater(f"the server refused the API key ({status}: {message})", REJECTED_CREDENTIALS_RETRY_S)
         channels = [channel for channel in self.channels.split(",") if channel]
+        self._on_server = set(self.quotes.current)
         channels += [f"Q.{contract}" for contract in self.quotes.current]
         await self._send(ws, "subscribe", channels)
 
@@ -70,11 +75,26 @@ class PolygonProtocol:
                 self._log_status(event)
         if traded:
             added, dropped = self.quotes.on_trades(traded)
-            if dropped:
-                await self._send(ws, "unsubscribe", [f"Q.{contract}" for contract in dropped])
-            if added:
-                await self._send(ws, "subscribe", [f"Q.{contract}" for contract in added])
+            if added or dropped:
+                self._changed.set()  # sent by ``background``: never block receiving on a send
         return attrs.evolve(frame, decoded=decoded)
+
+    async def background(self, ws: WebSocketConnection) -> None:
+        """Bring the server's quote subscriptions to the wanted set, dropping before adding.
+
+        Sending from the receive path could deadlock against a server that stops reading while its
+        own sends are blocked on us; here receiving goes on whatever the sends do. Changes that pile
+        up while a send is under way are merged into the next one, always within the limit.
+        """
+        while True:
+            await self._changed.wait()
+            self._changed = trio.Event()
+            wanted = set(self.quotes.current)
+            dropped, added = self._on_server - wanted, wanted - self._on_server
+            await self._send(ws, "unsubscribe", [f"Q.{contract}" for contract in sorted(dropped)])
+            self._on_server -= dropped
+            await self._send(ws, "subscribe", [f"Q.{contract}" for contract in sorted(added)])
+            self._on_server |= added
 
     async def _send(self, ws: WebSocketConnection, action: str, channels: Sequence[str]) -> None:
         if channels:

@@ -38,7 +38,11 @@ class SessionProtocol(Protocol):
         ...
 
     async def on_frame(self, ws: WebSocketConnection, frame: ReceivedFrame) -> ReceivedFrame:
-        """Look at a frame before it is emitted (log status, adjust subscriptions); return it."""
+        """Look at a frame before it is emitted (log status, note wanted subscriptions); return it.
+
+        It must not wait on the network; a protocol with messages to send while receiving may define
+        ``async def background(ws)``, which the session runs beside the receive loop.
+        """
         ...
 
 
@@ -112,10 +116,13 @@ class WebSocketSession:
                 await self.protocol.hello(ws, receive, sink)
             sink.connected(self.feed)
             log.info("feed connected", feed=self.feed)
-            if self.ping_interval_s is None and self.heartbeat is None:
+            background = getattr(self.protocol, "background", None)
+            if self.ping_interval_s is None and self.heartbeat is None and background is None:
                 await self._receive(ws, sink)
                 return
             async with trio.open_nursery() as nursery:
+                if background is not None:
+                    nursery.start_soon(background, ws)
                 if self.ping_interval_s is not None:
                     nursery.start_soon(self._keep_alive, ws, self.ping_interval_s)
                 if self.heartbeat is not None:
