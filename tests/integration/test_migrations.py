@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -16,19 +19,24 @@ from bridge.adapters.postgres.migrations import (
     migrate,
     pending,
 )
+from tests.integration.conftest import with_database
 
 SHIPPED = sorted(path.stem for path in default_migrations_dir().glob("*.sql"))
+_empty_names = itertools.count()
 
 
 @pytest.fixture
-def empty_database(postgres_server_url: str) -> str:
-    from tests.integration.conftest import with_database
-
-    name = "bridge_test_empty_" + str(threading.get_ident())
+def empty_database(postgres_server_url: str) -> Iterator[str]:
+    """A database with nothing in it (not even the ledger), dropped afterwards."""
+    name = f"bridge_test_empty_{os.getpid()}_{next(_empty_names)}"
     with psycopg.connect(postgres_server_url, autocommit=True) as connection:
         connection.execute(f'drop database if exists "{name}" with (force)')
         connection.execute(f'create database "{name}"')
-    return with_database(postgres_server_url, name)
+    try:
+        yield with_database(postgres_server_url, name)
+    finally:
+        with psycopg.connect(postgres_server_url, autocommit=True) as connection:
+            connection.execute(f'drop database if exists "{name}" with (force)')
 
 
 @pytest.fixture
@@ -93,3 +101,42 @@ def test_an_unreachable_database_is_one_line_without_the_password() -> None:
     assert "\n" not in message
     assert message.startswith("cannot reach the database at postgresql://bridge:***@127.0.0.1:1/postgres:")
     assert "Sup3rSecret" not in message
+
+
+def test_the_default_directory_is_the_repository_copy_in_an_editable_install() -> None:
+    assert (default_migrations_dir() / "0001_stream_bridge_tables.sql").is_file()
+    assert SHIPPED[0] == "0001_stream_bridge_tables"
+
+
+def test_a_file_not_named_like_a_migration_is_refused_before_anything_runs(
+    empty_database: str, migrations_copy: Path
+) -> None:
+    (migrations_copy / "seed.sql").write_text("create table public.bridge_seed (id int);")
+    with pytest.raises(MigrationError, match=r"seed\.sql .* is not named NNNN_name\.sql"):
+        migrate(empty_database, migrations_copy)
+    with psycopg.connect(empty_database) as connection:
+        assert connection.execute("select to_regclass('public.options_flow')").fetchone() == (None,)
+
+
+def test_pending_lists_what_is_not_applied_yet(empty_database: str, migrations_copy: Path) -> None:
+    assert pending(empty_database, migrations_copy) == SHIPPED
+    migrate(empty_database, migrations_copy)
+    (migrations_copy / "0093_next.sql").write_text("create table public.bridge_next (id int);")
+    assert pending(empty_database, migrations_copy) == ["0093_next"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://bridge:Sup3rSecret@127.0.0.1:1/postgres?connect_timeout=2",
+        "host=127.0.0.1 port=1 user=bridge password=Sup3rSecret dbname=postgres",
+        "postgresql://bridge:Sup3r@Secret@127.0.0.1:1/postgres",  # unencoded '@': libpq misreads it
+        "host=127.0.0.1 password=Sup3r Secret",  # malformed: libpq's message would quote "Secret"
+    ],
+)
+def test_no_form_of_bad_url_leaks_the_password(url: str) -> None:
+    with pytest.raises(DatabaseUnreachable) as caught:
+        pending(url)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "Secret" not in message and "Sup3r" not in message

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -10,6 +13,7 @@ import attrs
 import psycopg
 import pytest
 
+from bridge.adapters.postgres.conninfo import DatabaseUnreachable
 from bridge.adapters.postgres.repository import PostgresRepository, open_repository
 from bridge.domain.ids import stable_id
 from bridge.domain.models import (
@@ -23,7 +27,7 @@ from bridge.domain.models import (
     Table,
 )
 from bridge.domain.ports import DataRejected
-from tests.integration.conftest import fetch_all
+from tests.integration.conftest import fetch_all, with_database
 
 T0 = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
 ACCOUNT = AccountRef("tastytrade", "5WT0001")
@@ -133,3 +137,123 @@ def test_count_rows(repo: PostgresRepository) -> None:
     repo.write(Table.OPTIONS_FLOW, [trade(1), trade(2)])
     counts = repo.count_rows()
     assert counts[Table.OPTIONS_FLOW] == 2 and counts[Table.DEAD_LETTERS] == 0 and len(counts) == 6
+
+
+def news_row(article: str, headline: str, body: str, event_ts: datetime | None = T0, **changes: object) -> NewsEventRow:
+    return NewsEventRow(id=stable_id("news-test", article), received_at=T0, source="benzinga", headline=headline,
+                        event_ts=event_ts, body=body, **changes)  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_news_rows_sharing_a_key_in_one_batch_keep_the_last(repo: PostgresRepository, database_url: str) -> None:
+    """Two vendor articles (two ids) with one (source, event_ts, headline): one row, the later content."""
+    batch = [news_row("a", "Same", "a1"), news_row("b", "Same", "b1"), news_row("a", "Same", "a2")]
+    assert repo.write(Table.NEWS_EVENTS, batch) == 1
+    assert [row["body"] for row in fetch_all(database_url, "news_events")] == ["a2"]
+    assert repo.write(Table.NEWS_EVENTS, [news_row("b", "Same", "b2")]) == 1  # another id, same key: updates
+    (stored,) = fetch_all(database_url, "news_events")
+    assert (stored["id"], stored["body"]) == (stable_id("news-test", "a"), "b2")
+
+
+def test_news_an_article_renamed_frees_its_old_headline_in_the_same_batch(
+    repo: PostgresRepository, database_url: str
+) -> None:
+    repo.write(Table.NEWS_EVENTS, [news_row("a", "Old title", "a1")])
+    renamed_and_new = [news_row("a", "New title", "a2"), news_row("c", "Old title", "c1")]
+    assert repo.write(Table.NEWS_EVENTS, renamed_and_new) == 2
+    stored = {row["headline"]: (row["id"], row["body"]) for row in fetch_all(database_url, "news_events")}
+    assert stored == {
+        "New title": (stable_id("news-test", "a"), "a2"),
+        "Old title": (stable_id("news-test", "c"), "c1"),
+    }
+
+
+def test_news_removal_only_replaces_raw(repo: PostgresRepository, database_url: str) -> None:
+    repo.write(Table.NEWS_EVENTS, [news_row("a", "Title", "body", raw={"action": "Created"})])
+    removal = news_row("a", "(removed article a)", "", raw={"action": "Removed"}, removal=True)
+    assert repo.write(Table.NEWS_EVENTS, [removal]) == 1
+    (stored,) = fetch_all(database_url, "news_events")
+    assert (stored["headline"], stored["body"], stored["raw"]) == ("Title", "body", {"action": "Removed"})
+    assert repo.write(Table.NEWS_EVENTS, [removal]) == 0
+
+
+def test_an_equal_timestamp_lets_the_later_update_win(repo: PostgresRepository, database_url: str) -> None:
+    repo.write(Table.BROKER_POSITIONS, [BrokerPositionRow(ACCOUNT, "SPY", Decimal(1), T0),
+                                        BrokerPositionRow(ACCOUNT, "SPY", Decimal(2), T0)])  # fmt: skip
+    assert [row["qty"] for row in fetch_all(database_url, "broker_positions")] == [2]
+    assert repo.write(Table.BROKER_POSITIONS, [BrokerPositionRow(ACCOUNT, "SPY", Decimal(3), T0)]) == 1
+    assert [row["qty"] for row in fetch_all(database_url, "broker_positions")] == [3]
+
+
+def test_a_refused_batch_creates_no_account_and_caches_nothing(repo: PostgresRepository, database_url: str) -> None:
+    new = AccountRef("schwab", "NEW-1")
+    bad = [BrokerPositionRow(new, "SPY", Decimal(1), T0), BrokerPositionRow(new, "Q\x00Q", Decimal(1), T0)]
+    with pytest.raises(DataRejected):
+        repo.write(Table.BROKER_POSITIONS, bad)
+    assert fetch_all(database_url, "broker_accounts") == []
+    assert fetch_all(database_url, "broker_positions") == []
+    assert new not in repo._account_ids
+    assert repo.write(Table.BROKER_POSITIONS, bad[:1]) == 1
+
+
+@pytest.mark.parametrize("bad", [{"venue": "nul\x00byte"}, {"raw": {"text": "nul\x00byte"}}], ids=["text", "jsonb"])
+def test_a_nul_byte_is_refused_as_content_and_the_pool_stays_usable(
+    repo: PostgresRepository, database_url: str, bad: dict[str, object]
+) -> None:
+    with pytest.raises(DataRejected):
+        repo.write(Table.OPTIONS_FLOW, [trade(1), trade(2, **bad)])
+    assert repo.write(Table.OPTIONS_FLOW, [trade(1), trade(2)]) == 2
+
+
+def test_writers_on_several_threads_share_new_accounts(repo: PostgresRepository, database_url: str) -> None:
+    """One thread per table writer, as the application runs them; accounts appear once each."""
+    accounts = [AccountRef("tradier", f"ACC{n}") for n in range(5)]
+    errors: list[BaseException] = []
+
+    def positions(worker: int) -> None:
+        try:
+            for step in range(5):
+                at = T0 + timedelta(seconds=step)
+                repo.write(Table.BROKER_POSITIONS, [BrokerPositionRow(a, f"S{worker}", Decimal(step), at)
+                                                    for a in accounts])  # fmt: skip
+                repo.write(Table.BROKER_BALANCES, [BrokerBalanceRow(a, at, cash=Decimal(step)) for a in accounts])
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=positions, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(fetch_all(database_url, "broker_accounts")) == 5
+    assert len(fetch_all(database_url, "broker_balances")) == 5
+    assert {row["qty"] for row in fetch_all(database_url, "broker_positions")} == {Decimal(4)}
+    assert len(repo._account_ids) == 5
+
+
+def test_an_unreachable_database_fails_fast_in_one_line_without_the_password() -> None:
+    started = time.monotonic()
+    with (
+        pytest.raises(DatabaseUnreachable) as caught,
+        open_repository("postgresql://bridge:Sup3rSecret@127.0.0.1:1/postgres", open_timeout_s=30),
+    ):
+        pass
+    assert time.monotonic() - started < 5  # the probe fails at once; the pool would wait for its timeout
+    message = str(caught.value)
+    assert "\n" not in message and "Sup3rSecret" not in message
+    assert message.startswith("cannot reach the database at postgresql://bridge:***@127.0.0.1:1/postgres: ")
+
+
+def test_an_unmigrated_database_is_reported_when_the_repository_opens(postgres_server_url: str) -> None:
+    name = f"bridge_test_unmigrated_{os.getpid()}"
+    with psycopg.connect(postgres_server_url, autocommit=True) as connection:
+        connection.execute(f'create database "{name}"')
+    try:
+        with (
+            pytest.raises(DatabaseUnreachable, match="options_flow"),
+            open_repository(with_database(postgres_server_url, name)),
+        ):
+            pass
+    finally:
+        with psycopg.connect(postgres_server_url, autocommit=True) as connection:
+            connection.execute(f'drop database "{name}" with (force)')

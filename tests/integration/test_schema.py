@@ -7,6 +7,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from bridge.domain.models import DATA_TABLES
+
 # table -> [(column, type, nullable, default)] in column order
 COLUMNS: dict[str, list[tuple[str, str, bool, str | None]]] = {
     "options_flow": [
@@ -147,3 +149,59 @@ def test_row_level_security_is_enabled_on_every_bridge_table(database_url: str) 
     )
     assert enabled == dict.fromkeys(COLUMNS, True)
     assert rows(database_url, "select count(*) from pg_policies where schemaname = 'public'") == [(0,)]
+
+
+def test_constraints_have_the_names_the_docs_and_code_use(database_url: str) -> None:
+    named = {
+        name
+        for (name,) in rows(
+            database_url,
+            "select c.conname::text from pg_constraint c join pg_namespace n on n.oid = c.connamespace"
+            " where n.nspname = 'public' and c.conrelid::regclass::text = any(%s)",
+            list(COLUMNS),
+        )
+    }
+    assert named == {
+        "options_flow_pkey",
+        "options_flow_side_check",
+        "options_flow_option_type_check",
+        "news_events_pkey",
+        "news_events_source_event_ts_headline_key",
+        "broker_accounts_pkey",
+        "broker_accounts_broker_external_account_id_key",
+        "broker_positions_pkey",
+        "broker_positions_broker_account_id_fkey",
+        "broker_positions_broker_account_id_symbol_key",
+        "broker_balances_pkey",
+        "broker_balances_broker_account_id_fkey",
+        "broker_balances_broker_account_id_key",
+        "bridge_dead_letters_pkey",
+    }
+
+
+def test_the_migration_ledger(database_url: str) -> None:
+    assert rows(
+        database_url,
+        "select column_name, data_type, is_nullable = 'YES', column_default from information_schema.columns"
+        " where table_schema = 'public' and table_name = 'bridge_schema_migrations' order by ordinal_position",
+    ) == [
+        ("version", "text", False, None),
+        ("checksum", "text", False, None),
+        ("applied_at", "timestamp with time zone", False, "now()"),
+    ]
+    assert ("bridge_schema_migrations", "PRIMARY KEY (version)") in constraints(database_url, "p")
+
+
+def test_no_table_in_public_is_open_to_supabase_api_roles(database_url: str) -> None:
+    """Supabase's API serves every table of public to anon: each needs RLS, the bookkeeping ones too."""
+    assert (
+        rows(database_url, "select tablename::text from pg_tables where schemaname = 'public' and not rowsecurity")
+        == []
+    )
+
+
+def test_every_bookkeeping_table_is_prefixed_bridge(database_url: str) -> None:
+    tables = {
+        name for (name,) in rows(database_url, "select tablename::text from pg_tables where schemaname = 'public'")
+    }
+    assert {table for table in tables if not table.startswith("bridge_")} == set(DATA_TABLES)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import re
 from pathlib import Path
 from typing import Final
 
@@ -22,12 +23,16 @@ __all__ = ["DatabaseUnreachable", "MigrationError", "default_migrations_dir", "m
 
 LOCK_KEY: Final = 0x5B_B1D6E  # arbitrary, fixed: "stream bridge migrations"
 CONNECT_TIMEOUT_S: Final = 10
+_FILE_NAME: Final = re.compile(r"[0-9]{4,}_[A-Za-z0-9_.-]+\.sql")
 _CREATE_LEDGER: Final = """
     create table if not exists public.bridge_schema_migrations (
         version    text        primary key,
         checksum   text        not null,
         applied_at timestamptz not null default now()
     )
+"""
+_LEDGER_NEEDS_RLS: Final = """
+    select not relrowsecurity from pg_class where oid = 'public.bridge_schema_migrations'::regclass
 """
 
 
@@ -37,6 +42,8 @@ class MigrationError(Exception):
 
 @attrs.frozen
 class Migration:
+    """One file: its version is the file name without ``.sql``; the checksum is the SHA-256 of its text."""
+
     version: str
     path: Path
     sql: str
@@ -52,9 +59,12 @@ def default_migrations_dir() -> Path:
 
 
 def load_migrations(directory: Path) -> list[Migration]:
+    """The ``*.sql`` files of ``directory`` in name order (``NNNN_name.sql``), with their checksums."""
     migrations = []
     for path in sorted(directory.glob("*.sql")):
-        sql = path.read_text(encoding="utf-8")
+        if not _FILE_NAME.fullmatch(path.name):  # a typo must not be skipped silently, nor run out of order
+            raise MigrationError(f"{path.name} in {directory} is not named NNNN_name.sql")
+        sql = path.read_text(encoding="utf-8")  # newlines normalised: a CRLF checkout has the same checksum
         migrations.append(Migration(path.stem, path, sql, hashlib.sha256(sql.encode()).hexdigest()))
     if not migrations:
         raise MigrationError(f"no migration files (*.sql) in {directory}")
@@ -62,15 +72,26 @@ def load_migrations(directory: Path) -> list[Migration]:
 
 
 def connect(conninfo: str) -> psycopg.Connection[tuple[object, ...]]:
+    """An autocommit connection, or ``DatabaseUnreachable`` (one line, redacted) when there is none."""
     try:
         # no server-side prepared statements: transaction poolers (Supabase port 6543) cannot keep them
         return psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, prepare_threshold=None)
-    except psycopg.OperationalError as exc:
+    except psycopg.Error as exc:  # OperationalError, or ProgrammingError for a malformed connection string
         raise DatabaseUnreachable(describe_connection_error(exc, conninfo)) from None
 
 
-def _applied(connection: psycopg.Connection[tuple[object, ...]]) -> dict[str, str]:
+def _ensure_ledger(connection: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Create the ledger if needed, with RLS: Supabase's API would otherwise let anon read and write it."""
     connection.execute(_CREATE_LEDGER)
+    if (connection.execute(_LEDGER_NEEDS_RLS).fetchone() or (False,))[0]:
+        connection.execute("alter table public.bridge_schema_migrations enable row level security")
+
+
+def _applied(connection: psycopg.Connection[tuple[object, ...]]) -> dict[str, str]:
+    """Recorded version → checksum; empty when the ledger does not exist yet (nothing was applied)."""
+    exists = connection.execute("select to_regclass('public.bridge_schema_migrations') is not null").fetchone()
+    if not (exists and exists[0]):
+        return {}
     rows = connection.execute("select version, checksum from public.bridge_schema_migrations").fetchall()
     return {str(version): str(checksum) for version, checksum in rows}
 
@@ -86,7 +107,7 @@ def _check_unedited(migrations: list[Migration], applied: dict[str, str]) -> Non
 
 
 def pending(conninfo: str, directory: Path | None = None) -> list[str]:
-    """Versions not applied yet (raises MigrationError if an applied file was edited)."""
+    """Versions not applied yet (raises MigrationError if an applied file was edited); changes nothing."""
     migrations = load_migrations(directory or default_migrations_dir())
     with connect(conninfo) as connection:
         applied = _applied(connection)
@@ -106,6 +127,7 @@ def migrate(conninfo: str, directory: Path | None = None) -> list[str]:
     with connect(conninfo) as connection:
         with connection.transaction():
             connection.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+            _ensure_ledger(connection)
             _check_unedited(migrations, _applied(connection))
         for migration in migrations:
             try:
