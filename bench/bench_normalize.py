@@ -47,8 +47,8 @@ def make_frames(messages: int, batch: int) -> list[ReceivedFrame]:
 
 
 def make_polygon_frames(trades: int, batch: int) -> list[ReceivedFrame]:
-    scenario = PolygonScenario(seed=1, contracts=2000).events()
     start = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
+    scenario = PolygonScenario(seed=1, contracts=2000, start=start).events()
     frames, events, count = [], [], 0
     while count < trades:
         event = next(scenario)

@@ -1,17 +1,27 @@
-"""Throughput and latency of `bridge run` against the Polygon firehose, beside the machine's own limits.
+"""Throughput, latency and memory of `bridge run` on the Polygon firehose, beside the machine's own limits.
 
-    python bench/bench_throughput.py [--trades 300000] [--rates 1000,5000,20000] [--rate-seconds 20]
-                                     [--database-url URL]
+    python bench/bench_throughput.py [--trades 600000] [--rates 1000,5000,20000] [--rate-seconds 20]
+                                     [--outage-seconds 60] [--batch-sizes 1000,5000,20000]
+                                     [--contracts 200] [--database-url URL] [--skip PART,...]
 
 In one run, on this machine, with PostgreSQL on the same machine (embedded unless --database-url):
-  1. ceiling:  a plain COPY of the same rows from this Python process into options_flow;
-  2. naive:    one INSERT per trade (what users write first), on a sample;
-  3. bridge:   `bridge run` as a separate process fed by the local Polygon simulator at full speed:
-               sustained trades/s from first sent to last committed, and peak RSS;
-  4. latency:  the same at fixed rates: received → committed p50/p99 (from the bridge's own histogram,
-               bucket upper bounds) and peak RSS.
-Every bridge run ends with a reconciliation: trades stored = trades sent, no duplicate id. The table is
-printed and written to bench/results/ with the machine's description.
+
+  ceiling   a plain COPY of the same rows, already in memory as tuples, from this Python process;
+  naive     one INSERT per trade (what users write first), autocommit, on a 5,000-trade sample;
+  full      `bridge run` as a separate process, fed by the local Polygon simulator at full speed
+            (frames encoded before the clock starts, so the sender costs little): trades/s from the
+            first frame sent to the last row committed, CPU seconds of the bridge and of PostgreSQL,
+            peak RSS;
+  rates     the same at fixed rates: received → committed latency p50/p99/max per row (PostgreSQL's
+            commit timestamp minus the bridge's received_at; needs track_commit_timestamp, which
+            the embedded server gets), peak RSS;
+  outage    5,000 trades/s with the database cut off (a TCP proxy) for --outage-seconds: peak RSS
+            while the bridge spools, and how long it takes to catch up once the database is back;
+  batches   full speed again at each BRIDGE_BATCH_MAX_ROWS (the batch-size scaling law).
+
+Every bridge run ends with a reconciliation: trades stored = trades sent, no duplicate id. The table
+is printed and written to bench/results/ with the machine's description. The NBBO-book scaling law
+(contracts in the book against trades/s and memory) is measured in-process by bench_normalize.py.
 """
 
 from __future__ import annotations
@@ -26,62 +36,107 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
+import attrs
+import orjson
+import psutil
 import psycopg
 import trio
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bridge.adapters.embedded import open_embedded_postgres
 from bridge.adapters.postgres.migrations import migrate
 from bridge.adapters.postgres.repository import OPTIONS_FLOW_COLUMNS, _options_flow_tuple
-from bridge.adapters.simulator.polygon import PolygonScenario, SentLog, serve_polygon_simulator
+from bridge.adapters.simulator.polygon import (
+    PolygonFrame,
+    PolygonScenario,
+    SentLog,
+    prebuilt_frames,
+    serve_polygon_simulator,
+)
+from bridge.adapters.simulator.proxy import TcpProxy
 from bridge.domain.models import OptionsFlowRow, ReceivedFrame
 from bridge.domain.normalizers.polygon import PolygonNormalizer
 
 KEY = "bench-key"
+QUOTE_SHARE = 0.6
+"""Of the events the simulator sends, the share that are quotes (1.5 quotes per trade)."""
+PARTS = ("ceiling", "naive", "full", "rates", "outage", "batches")
 
 
-def sample_rows(count: int) -> list[OptionsFlowRow]:
+@attrs.frozen
+class BridgeRun:
+    trades: int
+    seconds: float
+    peak_rss_mb: float
+    bridge_cpu_s: float
+    postgres_cpu_s: float
+    sender_cpu_s: float
+    """This process: the simulator sending frames, and polling the table."""
+    stored: int
+    distinct: int
+    latency: tuple[float, float, float] | None
+    """(p50, p99, max) received → committed in seconds, when commit timestamps are on."""
+    catch_up_s: float | None = None
+
+    @property
+    def per_second(self) -> float:
+        return self.trades / self.seconds
+
+    @property
+    def reconciled(self) -> bool:
+        return self.stored == self.distinct == self.trades
+
+    def describe(self) -> str:
+        check = "ok" if self.reconciled else f"MISMATCH (stored {self.stored:,}, distinct {self.distinct:,})"
+        per_100k = 1e5 / self.trades
+        return (
+            f"peak RSS {self.peak_rss_mb:.0f} MB; CPU s per 100k trades: bridge {self.bridge_cpu_s * per_100k:.2f},"
+            f" PostgreSQL {self.postgres_cpu_s * per_100k:.2f}, sender {self.sender_cpu_s * per_100k:.2f};"
+            f" reconciliation {check}"
+        )
+
+
+def sample_rows(count: int, contracts: int) -> list[OptionsFlowRow]:
     """Real normalized trades (quotes interleaved as the simulator sends them)."""
-    import orjson
-
     normalizer = PolygonNormalizer()
-    events = PolygonScenario(seed=7, contracts=2000).events()
+    events = PolygonScenario(seed=7, contracts=contracts, quote_share=QUOTE_SHARE).events()
     rows: list[OptionsFlowRow] = []
     while len(rows) < count:
-        frame = ReceivedFrame("polygon", _now(), orjson.dumps(list(islice(events, 100))).decode())
+        frame = ReceivedFrame("polygon", datetime.now(UTC), orjson.dumps(list(islice(events, 200))).decode())
         rows += [row for row in normalizer(frame).rows if isinstance(row, OptionsFlowRow)]
     return rows[:count]
 
 
-def _now():  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
-
-
-def truncate(url: str) -> None:
+def execute(url: str, sql: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute("truncate options_flow")
+        cursor = connection.execute(sql)
+        return cursor.fetchall() if cursor.description else []
 
 
 def copy_ceiling(url: str, rows: list[OptionsFlowRow]) -> float:
-    truncate(url)
+    execute(url, "truncate options_flow")
     columns = ", ".join(OPTIONS_FLOW_COLUMNS)
+    tuples = [_options_flow_tuple(row) for row in rows]
     started = time.perf_counter()
     with (
         psycopg.connect(url) as connection,
         connection.cursor() as cursor,
         cursor.copy(f"copy options_flow ({columns}) from stdin") as copy,
     ):
-        for row in rows:
-            copy.write_row(_options_flow_tuple(row))
+        for values in tuples:
+            copy.write_row(values)
     return len(rows) / (time.perf_counter() - started)
 
 
 def naive_inserts(url: str, rows: list[OptionsFlowRow]) -> float:
-    truncate(url)
+    execute(url, "truncate options_flow")
     columns = ", ".join(OPTIONS_FLOW_COLUMNS)
     marks = ", ".join(["%s"] * len(OPTIONS_FLOW_COLUMNS))
     started = time.perf_counter()
@@ -97,114 +152,252 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def peak_rss_mb(pid: int) -> float:
+def postgres_cpu_s() -> float:
+    """CPU seconds of every PostgreSQL process on the machine (the benchmark's server is the busy one)."""
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if process.info["name"] in {"postgres", "postmaster"} and process.info["cpu_times"] is not None:
+            total += process.info["cpu_times"].user + process.info["cpu_times"].system
+    return total
+
+
+def committed(port: str) -> int:
+    """``options_flow`` rows the bridge has committed, from its /metrics (0 until it answers)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith('bridge_rows_committed_total{table="options_flow"}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
+def stored(url: str) -> tuple[int, int]:
+    ((count, distinct),) = execute(url, "select count(*), count(distinct id) from options_flow")
+    return int(count), int(distinct)
+
+
+def latency(url: str) -> tuple[float, float, float] | None:
+    """Per row: when its transaction committed minus when the bridge received its frame."""
+    if execute(url, "show track_commit_timestamp") != [("on",)]:
+        return None
+    ((p50, p99, worst),) = execute(
+        url,
+        "select percentile_cont(0.5) within group (order by lag), percentile_cont(0.99) within group (order by lag),"
+        " max(lag) from (select extract(epoch from pg_xact_commit_timestamp(xmin) - received_at) as lag"
+        " from options_flow) as lags",
+    )
+    return float(p50), float(p99), float(worst)
+
+
+def last_commit_epoch(url: str) -> float | None:
+    if execute(url, "show track_commit_timestamp") != [("on",)]:
+        return None
+    ((moment,),) = execute(url, "select extract(epoch from max(pg_xact_commit_timestamp(xmin))) from options_flow")
+    return float(moment)
+
+
+def proxied(url: str) -> tuple[TcpProxy, Callable[[int], str]]:
+    """A proxy in front of the database that can cut it off, and the URL through it for its port."""
+    params = conninfo_to_dict(url)
+    host = str(params.get("host") or "127.0.0.1")
+    proxy = (TcpProxy.to_unix_socket(f"{host}/.s.PGSQL.{params.get('port', 5432)}") if host.startswith("/")
+             else TcpProxy.to_tcp(host, int(params.get("port", 5432))))  # fmt: skip
+    return proxy, lambda port: make_conninfo(**{**params, "host": "127.0.0.1", "port": str(port)})
+
+
+async def bridge_run(
+    url: str,
+    home: Path,
+    frames: Sequence[PolygonFrame],
+    *,
+    rate: float | None = None,
+    outage_s: float | None = None,
+    env_extra: dict[str, str] | None = None,
+) -> BridgeRun:
+    """Serve ``frames`` to a `bridge run` process until every trade is committed (or 10 minutes pass)."""
+    execute(url, "truncate options_flow, bridge_dead_letters")
+    trades = sum(frame.trades for frame in frames)
+    sent = SentLog()
+    proxy, proxied_url = proxied(url)
+    async with trio.open_nursery() as nursery:
+        database_url = url
+        if outage_s is not None:
+            database_url = proxied_url(await nursery.start(proxy.serve))
+        sim = await nursery.start(functools.partial(
+            serve_polygon_simulator, api_key=KEY, events_per_second=None if rate is None else rate / (1 - QUOTE_SHARE),
+            frames=frames, log=sent))  # fmt: skip
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}, "DATABASE_URL": database_url,
+               "BRIDGE_POLYGON_API_KEY": KEY, "BRIDGE_POLYGON_URL": sim, "BRIDGE_HOME": str(home),
+               "BRIDGE_HTTP_PORT": str(free_port()), "BRIDGE_HTTP_HOST": "127.0.0.1",
+               "BRIDGE_LOG_LEVEL": "warning", **(env_extra or {})}  # fmt: skip
+        log = (home / "bridge.log").open("ab")
+        process = await trio.lowlevel.open_process([sys.executable, "-m", "bridge", "run"], env=env, stdout=log,
+                                                   stderr=log)  # fmt: skip
+        watched = psutil.Process(process.pid)
+        while sent.frames_sent == 0:  # noqa: ASYNC110 - the simulator's counter has no event
+            await trio.sleep(0.005)
+        started, started_wall = time.monotonic(), time.time()
+        cpu_before = watched.cpu_times()
+        postgres_before = postgres_cpu_s()
+        sender_before = time.process_time()
+        catch_up_s = None
+        if outage_s is not None:
+            await trio.sleep(2)
+            proxy.break_connections()
+            await trio.sleep(outage_s)
+            proxy.restore()
+            restored = time.monotonic()
+        with trio.fail_after(600):
+            # polled from the bridge's own metrics, in a thread: a count(*) on the table would load
+            # the database, and a blocking call here would stall the simulator's sends
+            while await trio.to_thread.run_sync(committed, env["BRIDGE_HTTP_PORT"]) < trades:
+                await trio.sleep(0.05)  # noqa: ASYNC110 - another process's progress has no event
+        finished = time.monotonic()
+        if outage_s is not None:
+            catch_up_s = finished - restored
+        cpu_after = watched.cpu_times()
+        postgres_after = postgres_cpu_s()
+        sender_cpu = time.process_time() - sender_before
+        peak = _peak_rss_mb(process.pid)
+        process.send_signal(signal.SIGTERM)
+        await process.wait()
+        nursery.cancel_scope.cancel()
+    last = last_commit_epoch(url)
+    seconds = (last - started_wall) if last is not None and rate is None else finished - started
+    count, distinct = stored(url)
+    return BridgeRun(
+        trades=sent.messages_by_table["options_flow"],
+        seconds=seconds,
+        peak_rss_mb=peak,
+        bridge_cpu_s=(cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system),
+        postgres_cpu_s=postgres_after - postgres_before,
+        sender_cpu_s=sender_cpu,
+        stored=count,
+        distinct=distinct,
+        latency=latency(url),
+        catch_up_s=catch_up_s,
+    )
+
+
+def _peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
 
-def stored(url: str) -> tuple[int, int]:
-    with psycopg.connect(url) as connection:
-        row = connection.execute("select count(*), count(distinct id) from options_flow").fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
+def frames_for(trades: int, contracts: int) -> list[PolygonFrame]:
+    scenario = PolygonScenario(seed=11, contracts=contracts, quote_share=QUOTE_SHARE, start=datetime.now(UTC))
+    return prebuilt_frames(scenario, trades, batch_size=200)
 
 
-def latency_quantiles(metrics: str) -> tuple[float, float]:
-    buckets = []
-    for line in metrics.splitlines():
-        if line.startswith("bridge_commit_latency_seconds_bucket"):
-            bound = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
-    total = buckets[-1][1] if buckets else 0
-
-    def quantile(q: float) -> float:
-        return next((bound for bound, count in buckets if count >= q * total), float("nan"))
-
-    return quantile(0.5), quantile(0.99)
-
-
-async def bridge_run(url: str, home: Path, trades: int, rate: float | None) -> dict[str, float]:
-    truncate(url)
-    sent = SentLog()
-    port = free_port()
-    async with trio.open_nursery() as nursery:
-        sim = await nursery.start(functools.partial(
-            serve_polygon_simulator, api_key=KEY, events_per_second=None if rate is None else rate / 0.4,
-            batch_size=200, total_trades=trades, contracts=200, log=sent))  # fmt: skip
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}, "DATABASE_URL": url,
-               "BRIDGE_POLYGON_API_KEY": KEY, "BRIDGE_POLYGON_URL": sim, "BRIDGE_HOME": str(home),
-               "BRIDGE_HTTP_PORT": str(port), "BRIDGE_HTTP_HOST": "127.0.0.1",
-               "BRIDGE_LOG_LEVEL": "warning"}  # fmt: skip
-        log = (home / "bridge.log").open("ab")
-        process = await trio.lowlevel.open_process([sys.executable, "-m", "bridge", "run"], env=env, stdout=log,
-                                                   stderr=log)  # fmt: skip
-        while sent.messages_sent == 0:  # noqa: ASYNC110 - the simulator's counter has no event
-            await trio.sleep(0.01)
-        started = time.monotonic()
-        peak = 0.0
-        with trio.fail_after(120):
-            while stored(url)[0] < trades:
-                peak = max(peak, peak_rss_mb(process.pid))
-                await trio.sleep(0.2)
-        elapsed = time.monotonic() - started
-        metrics = await trio.to_thread.run_sync(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-        )
-        peak = max(peak, peak_rss_mb(process.pid))
-        process.send_signal(signal.SIGTERM)
-        await process.wait()
-        nursery.cancel_scope.cancel()
-    rows, distinct = stored(url)
-    p50, p99 = latency_quantiles(metrics)
-    return {"trades_s": trades / elapsed, "rss_mb": peak, "p50": p50, "p99": p99,
-            "ok": float(rows == distinct == sent.messages_by_table["options_flow"] == trades)}  # fmt: skip
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trades", type=int, default=300_000)
-    parser.add_argument("--rates", default="1000,5000,20000")
-    parser.add_argument("--rate-seconds", type=float, default=20)
-    parser.add_argument("--database-url")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bridge-bench-") as directory:
-        home = Path(directory)
-        if args.database_url:
-            report = run(args.database_url, home, args)
-        else:
-            with open_embedded_postgres(home / "db") as url:
-                report = run(url, home, args)
-    print(report, end="")
-    results = Path(__file__).parent / "results"
-    results.mkdir(exist_ok=True)
-    (results / f"throughput-{time.strftime('%Y%m%d-%H%M%S')}.txt").write_text(report)
+def fmt_latency(value: tuple[float, float, float] | None) -> str:
+    if value is None:
+        return "latency n/a (track_commit_timestamp is off)"
+    p50, p99, worst = (1000 * part for part in value)
+    return f"received→committed p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {worst:.0f} ms"
 
 
 def run(url: str, home: Path, args: argparse.Namespace) -> str:
     migrate(url)
-    rows = sample_rows(min(args.trades, 200_000))
-    ceiling = copy_ceiling(url, rows)
-    naive = naive_inserts(url, rows[:5000])
-    full = trio.run(bridge_run, url, home, args.trades, None)
+    skip = set(filter(None, args.skip.split(",")))
     lines = [
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{platform.platform()}; PostgreSQL on the same machine",
-        f"COPY ceiling (plain COPY from Python):     {ceiling:>10,.0f} trades/s",
-        f"naive (one INSERT per trade, 5,000):       {naive:>10,.0f} trades/s",
-        f"bridge end to end, full speed:             {full['trades_s']:>10,.0f} trades/s "
-        f"({full['trades_s'] / ceiling:.2f} x ceiling, {full['trades_s'] / naive:.1f} x naive), "
-        f"peak RSS {full['rss_mb']:.0f} MB, reconciliation {'ok' if full['ok'] else 'MISMATCH'}",
+        f"{time.strftime('%Y-%m-%d %H:%M')} · {platform.machine()}, {os.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}, "
+        f"{execute(url, 'show server_version')[0][0].split()[0]} on the same machine; {platform.platform()}",
+        f"workload: Polygon frames of 200 events, {QUOTE_SHARE:.0%} quotes, {args.contracts:,} contracts",
     ]
-    for rate in (float(value) for value in args.rates.split(",")):
-        result = trio.run(bridge_run, url, home, int(rate * args.rate_seconds), rate)
-        lines.append(
-            f"at {rate:>6,.0f} trades/s: received→committed p50 ≤ {result['p50'] * 1000:.0f} ms, "
-            f"p99 ≤ {result['p99'] * 1000:.0f} ms (bucket bounds), peak RSS {result['rss_mb']:.0f} MB, "
-            f"reconciliation {'ok' if result['ok'] else 'MISMATCH'}"
+
+    def emit(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    for line in lines:
+        print(line, flush=True)
+    ceiling = naive = None
+    if "ceiling" not in skip or "naive" not in skip:
+        rows = sample_rows(min(args.trades, 200_000), args.contracts)
+        if "ceiling" not in skip:
+            ceiling = copy_ceiling(url, rows)
+            emit(f"COPY ceiling (rows in memory, plain COPY):   {ceiling:>10,.0f} trades/s")
+        if "naive" not in skip:
+            naive = naive_inserts(url, rows[:5000])
+            emit(f"naive (one INSERT per trade, 5,000 trades):  {naive:>10,.0f} trades/s")
+        del rows
+    if "full" not in skip:
+        full = trio.run(functools.partial(bridge_run, url, home, frames_for(args.trades, args.contracts)))
+        ratios = ", ".join(
+            part for part in (
+                f"{full.per_second / ceiling:.2f} x ceiling" if ceiling else "",
+                f"{full.per_second / naive:.1f} x naive" if naive else "",
+            ) if part
+        )  # fmt: skip
+        emit(f"bridge end to end, full speed:               {full.per_second:>10,.0f} trades/s ({ratios})")
+        emit(f"    {full.trades:,} trades in {full.seconds:.1f} s; {full.describe()}")
+    if "rates" not in skip:
+        for rate in (float(value) for value in args.rates.split(",") if value):
+            result = trio.run(
+                functools.partial(
+                    bridge_run, url, home, frames_for(int(rate * args.rate_seconds), args.contracts), rate=rate
+                )
+            )
+            emit(f"at {rate:>6,.0f} trades/s: {fmt_latency(result.latency)}; {result.describe()}")
+    if "outage" not in skip:
+        rate = 5000.0
+        total = int(rate * (args.outage_seconds + 12))
+        result = trio.run(
+            functools.partial(
+                bridge_run, url, home, frames_for(total, args.contracts), rate=rate, outage_s=args.outage_seconds
+            )
         )
+        emit(f"at  5,000 trades/s with the database away {args.outage_seconds:.0f} s: caught up "
+             f"{result.catch_up_s:.1f} s after it came back; {result.describe()}")  # fmt: skip
+    if "batches" not in skip:
+        trades = min(args.trades, 300_000)
+        frames = frames_for(trades, args.contracts)
+        for size in (int(value) for value in args.batch_sizes.split(",") if value):
+            result = trio.run(
+                functools.partial(bridge_run, url, home, frames, env_extra={"BRIDGE_BATCH_MAX_ROWS": str(size)})
+            )
+            emit(
+                f"BRIDGE_BATCH_MAX_ROWS={size:<6} full speed: {result.per_second:>8,.0f} trades/s; {result.describe()}"
+            )
     return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def database(args: argparse.Namespace, home: Path) -> Iterator[str]:
+    if args.database_url:
+        yield args.database_url
+        return
+    # Commit timestamps give exact per-row latency; the setting needs a server restart.
+    with open_embedded_postgres(home / "db") as url:
+        execute(url, "alter system set track_commit_timestamp = on")
+    with open_embedded_postgres(home / "db") as url:
+        yield url
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trades", type=int, default=600_000, help="trades in the full-speed run")
+    parser.add_argument("--rates", default="1000,5000,20000", help="fixed rates, trades/s")
+    parser.add_argument("--rate-seconds", type=float, default=20, help="seconds at each fixed rate")
+    parser.add_argument("--outage-seconds", type=float, default=60)
+    parser.add_argument("--batch-sizes", default="1000,5000,20000")
+    parser.add_argument("--contracts", type=int, default=200, help="distinct contracts in the stream")
+    parser.add_argument("--skip", default="", help=f"comma-separated parts to leave out: {', '.join(PARTS)}")
+    parser.add_argument("--database-url")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bridge-bench-") as directory:
+        home = Path(directory)
+        with database(args, home) as url:
+            report = run(url, home, args)
+    results = Path(__file__).parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / f"throughput-{time.strftime('%Y%m%d-%H%M%S')}.txt").write_text(report)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import attrs
@@ -57,6 +57,32 @@ def test_options_flow_is_idempotent_and_exact(repo: PostgresRepository, database
     assert stored[0]["raw"] == {"n": 0, "text": 'tab\there \\ é "q"'}
     assert stored[0]["trade_price"] == Decimal("1.2345")
     assert stored[9]["size"] == Decimal(10)
+
+
+def test_new_trades_are_copied_straight_in_and_an_overlap_goes_through_staging(database_url: str) -> None:
+    new_york = timezone(timedelta(hours=-5))
+    rows = [trade(n, event_ts=T0.astimezone(new_york) + timedelta(microseconds=7 * n + 1),
+                  expiration=date(2026, 12, 18)) for n in range(6)]  # fmt: skip
+    with open_repository(database_url, use_copy=True) as repository:
+        assert repository.write(Table.OPTIONS_FLOW, rows[:4]) == 4
+        assert (repository.direct_copies, repository.staged_copies) == (1, 0)
+        assert repository.write(Table.OPTIONS_FLOW, rows[2:]) == 2  # two already stored: staged, no error
+        assert (repository.direct_copies, repository.staged_copies) == (1, 1)
+    stored = fetch_all(database_url, "options_flow", "event_ts")
+    assert [row["event_ts"] for row in stored] == [row.event_ts for row in rows]  # exact to the microsecond
+    assert {row["expiration"] for row in stored} == {date(2026, 12, 18)}
+    assert {row["received_at"] for row in stored} == {T0}
+
+
+def test_awkward_text_and_nulls_round_trip_exactly(repo: PostgresRepository, database_url: str) -> None:
+    awkward = "back\\slash\ttab\nnewline\rreturn é €"
+    row = trade(1, symbol=awkward, venue=awkward, raw={"text": awkward, "nested": [{"q": '"'}]}, notional=None,
+                strike=None, expiration=None, option_type=None, trade_price=None, bid=None, ask=None)  # fmt: skip
+    assert repo.write(Table.OPTIONS_FLOW, [row]) == 1
+    (stored,) = fetch_all(database_url, "options_flow")
+    assert (stored["symbol"], stored["venue"], stored["raw"]) == (awkward, awkward, row.raw)
+    nulls = ("notional", "strike", "expiration", "option_type", "trade_price", "bid", "ask")
+    assert [stored[column] for column in nulls] == [None] * len(nulls)
 
 
 def test_news_updates_by_key_and_keeps_rows_without_time_once(repo: PostgresRepository, database_url: str) -> None:

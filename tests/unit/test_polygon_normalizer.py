@@ -132,3 +132,24 @@ def test_quote_subscriptions_keep_pinned_and_drop_the_least_recently_traded() ->
     assert len(subscriptions.current) <= 3
     with pytest.raises(ValueError, match="exceed the limit"):
         QuoteSubscriptions(limit=1, pinned=frozenset({"X", "Y"}))
+
+
+def test_idle_contracts_leave_the_book_as_event_time_passes() -> None:
+    book = NbboBook(max_idle_ms=1000, max_contracts=100)
+    for contract, at_ms in (("C1", 0), ("C2", 800), ("C3", 1500)):
+        book.update(contract, Quote(Decimal(1), Decimal(2), at_ms))
+    assert (len(book), book.evicted) == (2, 1)  # C1: idle 1500 ms
+    book.update("C2", Quote(Decimal(1), Decimal(2), 1600))  # quoted again: no longer the oldest
+    book.update("C4", Quote(Decimal(1), Decimal(2), 2600))
+    assert book.usable("C3", 2600, 10_000) is None and book.usable("C2", 2600, 10_000) is not None
+    assert (len(book), book.evicted) == (2, 2)
+
+
+def test_the_book_limits_come_from_the_environment() -> None:
+    from bridge.app.service import normalizers
+    from bridge.app.settings import load_settings
+
+    settings = load_settings({"BRIDGE_NBBO_MAX_IDLE_S": "2.5", "BRIDGE_NBBO_MAX_CONTRACTS": "10"})
+    polygon = normalizers(settings)["polygon"]
+    assert isinstance(polygon, PolygonNormalizer)
+    assert (polygon.book.max_idle_ms, polygon.book.max_contracts) == (2500, 10)

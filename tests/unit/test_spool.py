@@ -102,6 +102,32 @@ async def test_an_outage_spills_to_the_spool_and_drains_in_order(autojump_clock:
     assert stats.buffer_rows[Table.OPTIONS_FLOW] == 0
 
 
+async def test_a_database_that_is_up_but_behind_holds_the_feed_back_instead_of_spooling(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    written: list[int] = []
+    buffered: list[int] = []
+
+    def slow_database(table: Table, rows: Sequence[Row]) -> None:
+        autojump_clock.jump(0.1)  # every write takes 100 ms: slower than the feed
+        buffered.append(writer._memory_rows)
+        written.extend(int(row.size) - 1 for row in rows if isinstance(row, OptionsFlowRow))
+
+    spool = MemorySpool()
+    writer = TableWriter(Table.OPTIONS_FLOW, MemoryRepository(fail=slow_database), BatchPolicy(max_rows=10, max_ms=10),
+                         BackoffPolicy(initial_s=0.1, max_s=0.5, jitter=0), PipelineStats(), lambda: T0, None,
+                         in_thread=False, spool=spool, buffer_max_rows=30)  # fmt: skip
+    send, receive = trio.open_memory_channel[Delivery](0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run, receive)
+        async with send:
+            for n in range(300):
+                await send.send(Delivery("console", [trade(n)]))
+    assert written == list(range(300))
+    assert spool.appended == 0  # nothing went to disk: the database never failed
+    assert max(buffered) <= 30 + 10  # memory stayed bounded: the feed waited instead
+
+
 async def test_a_shutdown_with_the_database_down_spools_every_row_received(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

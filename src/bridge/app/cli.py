@@ -27,6 +27,7 @@ from bridge.adapters.recording import RecordingWriter
 from bridge.adapters.replay import ReplayFeed
 from bridge.app.database import open_database
 from bridge.app.pipeline import run_bridge
+from bridge.app.runtime import tune_garbage_collector
 from bridge.app.service import (
     build_feed,
     normalizers,
@@ -104,12 +105,13 @@ def run() -> None:
     stats = PipelineStats()
     with repository_for(settings) as repository:
         log.info("bridge starting", feeds=feeds)
+        tune_garbage_collector()
         flushed = trio.run(
             functools.partial(
                 serve_until_signalled,
                 [build_feed(name, settings) for name in feeds],
                 repository,
-                normalizers(settings.quote_max_age_ms),
+                normalizers(settings),
                 pipeline_config(settings),
                 stats,
                 http_port=settings.http_port,
@@ -160,13 +162,14 @@ def replay(files: tuple[Path, ...], speed: float) -> None:
             return await run_bridge(
                 [feed],
                 repository,
-                normalizers(settings.quote_max_age_ms),
+                normalizers(settings),
                 pipeline_config(settings),
                 stats,
                 utc_now,
                 never,
             )
 
+        tune_garbage_collector()
         trio.run(replay_all)
         stored = repository.count_rows()
     elapsed = time.perf_counter() - started
@@ -252,6 +255,7 @@ def demo(duration: float, rate: float, database_url: str | None) -> None:
     console.print(f"[bold]Stream Bridge demo[/]: simulated Developer Console → {where} ({settings.home})")
     with repository_for(settings, database_url=database_url) as repository:
         before = repository.count_rows()
+        tune_garbage_collector()
         result = trio.run(
             functools.partial(
                 run_demo,

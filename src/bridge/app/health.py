@@ -99,6 +99,9 @@ class BridgeCollector(Collector):
                 yield GaugeMetricFamily(
                     "bridge_nbbo_contracts", "Contracts in the NBBO book", value=len(normalizer.book)
                 )
+                yield CounterMetricFamily("bridge_nbbo_evicted",
+                                          "Contracts evicted from the NBBO book (idle or over the limit)",
+                                          value=normalizer.book.evicted)  # fmt: skip
 
 
 def http_routes(

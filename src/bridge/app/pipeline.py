@@ -46,6 +46,8 @@ class PipelineConfig:
     """Where writers spool batches the database cannot take; ``None``: hold the feeds back instead."""
     buffer_max_rows: int = 100_000
     """Rows each writer keeps in memory before spooling (or, without a spool, before feeds wait)."""
+    options_flow_writers: int = 2
+    """``options_flow`` batches written at once: the database stores one while the next is encoded."""
     repository_in_thread: bool = True
     """False only for in-memory fakes, so tests on trio's virtual clock stay deterministic."""
 
@@ -129,6 +131,7 @@ async def open_pipeline(
                 in_thread=config.repository_in_thread,
                 spool=DiskSpool(config.spool_dir, table).open() if config.spool_dir else None,
                 buffer_max_rows=config.buffer_max_rows,
+                concurrency=config.options_flow_writers if table is Table.OPTIONS_FLOW else 1,
             )
 
         nursery.start_soon(writer(Table.DEAD_LETTERS, None).run, dead_receive)

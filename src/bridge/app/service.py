@@ -23,6 +23,7 @@ from bridge.app.settings import Settings
 from bridge.app.stats import FeedState, PipelineStats
 from bridge.app.supervisor import run_supervised
 from bridge.domain.models import ReceivedFrame
+from bridge.domain.nbbo import NbboBook
 from bridge.domain.normalizers.benzinga import normalize_benzinga
 from bridge.domain.normalizers.console import normalize_console
 from bridge.domain.normalizers.polygon import PolygonNormalizer
@@ -41,14 +42,16 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def normalizers(quote_max_age_ms: int = 5000) -> Mapping[str, Normalizer]:
+def normalizers(settings: Settings | None = None) -> Mapping[str, Normalizer]:
     """One normalizer per protocol, keyed by the feed name frames carry (live or recorded).
 
     Fresh instances each time: the Polygon normalizer keeps the NBBO book of its stream.
     """
+    settings = settings or Settings()
+    book = NbboBook(max_idle_ms=round(settings.nbbo_max_idle_s * 1000), max_contracts=settings.nbbo_max_contracts)
     return {
         "console": normalize_console,
-        "polygon": PolygonNormalizer(quote_max_age_ms=quote_max_age_ms),
+        "polygon": PolygonNormalizer(quote_max_age_ms=settings.quote_max_age_ms, book=book),
         "benzinga": normalize_benzinga,
         "tastytrade": normalize_tastytrade,
         "tradier": normalize_tradier,
@@ -115,6 +118,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         spool_dir=settings.effective_spool_dir,
         buffer_max_rows=settings.buffer_max_rows,
         max_frame_bytes=settings.max_frame_bytes,
+        options_flow_writers=settings.options_flow_writers,
     )
 
 

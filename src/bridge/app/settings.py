@@ -129,6 +129,14 @@ class Settings:
         default=PositiveInt(5000),
         metadata=_env("BRIDGE_QUOTE_MAX_AGE_MS", "oldest quote (event time) that may give a trade its side"),
     )
+    nbbo_max_idle_s: PositiveFloat = attrs.field(
+        default=PositiveFloat(900.0),
+        metadata=_env("BRIDGE_NBBO_MAX_IDLE_S", "a contract not quoted this long (event time) leaves the NBBO book"),
+    )
+    nbbo_max_contracts: PositiveInt = attrs.field(
+        default=PositiveInt(200_000),
+        metadata=_env("BRIDGE_NBBO_MAX_CONTRACTS", "most contracts the NBBO book holds (the least recently quoted go)"),
+    )
     batch_max_rows: PositiveInt = attrs.field(
         default=PositiveInt(5000), metadata=_env("BRIDGE_BATCH_MAX_ROWS", "rows per batch at most")
     )
@@ -145,6 +153,10 @@ class Settings:
     buffer_max_rows: PositiveInt = attrs.field(
         default=PositiveInt(100_000),
         metadata=_env("BRIDGE_BUFFER_MAX_ROWS", "rows each table's writer holds in memory before spooling to disk"),
+    )
+    options_flow_writers: PositiveInt = attrs.field(
+        default=PositiveInt(2),
+        metadata=_env("BRIDGE_OPTIONS_FLOW_WRITERS", "options_flow batches written at once (one connection each)"),
     )
     max_frame_bytes: PositiveInt = attrs.field(
         default=PositiveInt(16 * 1024 * 1024),

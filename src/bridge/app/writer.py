@@ -87,6 +87,10 @@ class TableWriter:
     spool: Spool | None = None
     """Where batches go beyond ``buffer_max_rows`` (and at shutdown, when the database is down)."""
     buffer_max_rows: int = 100_000
+    concurrency: int = 1
+    """Batches written at once (each on its own connection). Above 1 only for tables whose writes do
+    not depend on their order (``options_flow``: insert-only with deterministic ids), so that the
+    database works on one batch while the next one is being encoded."""
     _memory: deque[tuple[int, list[Delivery]]] = attrs.field(factory=deque, init=False)
     _memory_rows: int = attrs.field(default=0, init=False)
     _sequence: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
@@ -95,14 +99,21 @@ class TableWriter:
     _spool_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
     _collecting: list[Delivery] = attrs.field(factory=list, init=False)
     """The batch being gathered: off the channel, not yet queued."""
+    _claimed: set[int] = attrs.field(factory=set, init=False)
+    """Batches a flusher is writing (``-1``: the spool's head, being read)."""
+    _failing: bool = attrs.field(default=False, init=False)
+    """The last write attempt failed (the database is down or refusing): overflow goes to the spool."""
 
     async def run(self, receive: trio.MemoryReceiveChannel[Delivery]) -> None:
         """Take batches off the channel while another task writes them; return when all are written.
 
-        Receiving never waits for the database: batches queue in memory up to ``buffer_max_rows``,
-        then in the disk spool (oldest first, so the order of writes is kept). Without a spool the
-        receiver waits instead, which holds the feeds back. Cancelled (the shutdown grace expired),
-        it spools what it still holds.
+        Batches queue in memory up to ``buffer_max_rows``. Beyond that, while the database is
+        failing, they go to the disk spool (oldest first, so the order of writes is kept) and the
+        feeds are never held back; while the database is up and merely behind, the receiver waits
+        instead, which holds the feeds back. Spooling then would only add disk work to a process
+        that is already short of CPU or of database throughput, so it would fall further behind
+        (measured in ``bench/``). Without a spool the receiver always waits. Cancelled (the
+        shutdown grace expired), it spools what it still holds.
         """
         try:
             async with trio.open_nursery() as nursery:
@@ -138,10 +149,15 @@ class TableWriter:
     async def _enqueue(self, deliveries: list[Delivery]) -> None:
         rows = sum(len(delivery.rows) for delivery in deliveries)
         seq = next(self._sequence)
-        if self.spool is None:
-            while self._memory and self._memory_rows + rows > self.buffer_max_rows:
-                await self._changed.wait()  # no spool: hold the feeds back until the writer catches up
-        elif self.spool.records or self._memory_rows + rows > self.buffer_max_rows:
+        # hold the feeds back until the writer catches up, unless the database is down and there is a spool
+        while (
+            self._memory
+            and self._memory_rows + rows > self.buffer_max_rows
+            and (self.spool is None or not self._failing)
+            and not (self.spool is not None and self.spool.records)
+        ):
+            await self._changed.wait()
+        if self.spool is not None and (self.spool.records or self._memory_rows + rows > self.buffer_max_rows):
             async with self._spool_lock:
                 await self._spill()
                 await self._on_spool(self.spool.append, seq, [(d.feed, d.rows) for d in deliveries])
@@ -167,41 +183,73 @@ class TableWriter:
         self.stats.buffer_rows[self.table] = 0
         self.stats.spool_bytes[self.table] = self.spool.bytes
 
-    async def _head(self) -> tuple[int, list[Delivery]] | None:
-        if self._memory:
-            return self._memory[0]
-        if self.spool is not None and self.spool.records:
-            async with self._spool_lock:
-                spooled = await self._on_spool(self.spool.peek)
-            if spooled is not None:
-                seq, parts = spooled
-                return seq, [Delivery(feed, rows) for feed, rows in parts]
+    def _next_batch(self) -> tuple[int, list[Delivery] | None] | None:
+        """The oldest batch no flusher holds: from memory, else the spool's head (``None`` rows: read it)."""
+        for seq, deliveries in self._memory:
+            if seq not in self._claimed:
+                return seq, deliveries
+        if not self._memory and self.spool is not None and self.spool.records and not self._claimed:
+            return -1, None  # the spool is drained by one flusher at a time, in order
         return None
 
-    async def _remove(self, seq: int) -> None:
-        """The batch ``seq`` is in the database: drop it from wherever it is now (memory or spool)."""
+    async def _take(self) -> tuple[int, list[Delivery], bool] | None:
+        """Claim the next batch to write: (seq, deliveries, read from the spool); ``None`` when
+        there is nothing left and nothing more will come."""
+        while True:
+            chosen = self._next_batch()
+            if chosen is not None:
+                seq, deliveries = chosen
+                if deliveries is not None:
+                    self._claimed.add(seq)
+                    return seq, deliveries, False
+                self._claimed.add(-1)
+                try:
+                    async with self._spool_lock:
+                        spooled = await self._on_spool(self.spool.peek) if self.spool is not None else None
+                finally:
+                    self._claimed.discard(-1)
+                if spooled is not None:
+                    seq, parts = spooled
+                    self._claimed.add(seq)
+                    return seq, [Delivery(feed, rows) for feed, rows in parts], True
+                continue
+            if not self._receiving and not self._claimed:
+                return None
+            await self._changed.wait()
+
+    async def _remove(self, seq: int, spooled: bool) -> None:
+        """The batch ``seq`` is in the database: drop it from wherever it is now (memory or spool).
+
+        A batch taken from memory may have been spilled to the spool meanwhile (the database failed
+        under another flusher): it is then the spool's to replay, which writes nothing twice.
+        """
         async with self._spool_lock:
-            if self._memory and self._memory[0][0] == seq:
-                _, deliveries = self._memory.popleft()
-                self._memory_rows -= sum(len(d.rows) for d in deliveries)
-                self.stats.buffer_rows[self.table] = self._memory_rows
-            elif self.spool is not None and self.spool.head_seq == seq:
+            if not spooled:
+                for index, (held, deliveries) in enumerate(self._memory):
+                    if held == seq:
+                        del self._memory[index]
+                        self._memory_rows -= sum(len(d.rows) for d in deliveries)
+                        self.stats.buffer_rows[self.table] = self._memory_rows
+                        return
+            if self.spool is not None and self.spool.head_seq == seq:
                 await self._on_spool(self.spool.pop)
                 self.stats.spool_bytes[self.table] = self.spool.bytes
 
     async def _flush_all(self) -> None:
-        """Write the oldest batch until it lands, then the next; return when receiving ended and all is written."""
-        while True:
-            head = await self._head()
-            if head is None:
-                if not self._receiving:
-                    return
-                await self._changed.wait()
-                continue
-            seq, deliveries = head
-            await self.write(deliveries)
-            await self._remove(seq)
-            self._notify()
+        """Write batches until receiving ended and all is written: ``concurrency`` at a time, oldest first."""
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.concurrency):
+                nursery.start_soon(self._flush)
+
+    async def _flush(self) -> None:
+        while (taken := await self._take()) is not None:
+            seq, deliveries, spooled = taken
+            try:
+                await self.write(deliveries)
+                await self._remove(seq, spooled)
+            finally:
+                self._claimed.discard(seq)
+                self._notify()
 
     async def _spool_leftovers(self, receive: trio.MemoryReceiveChannel[Delivery]) -> None:
         """After a cancellation: whatever is still in memory or in the channel goes to the spool."""
@@ -261,6 +309,9 @@ class TableWriter:
                 raise
             except Exception as exc:  # the database is down or failing: keep the rows and retry
                 self.stats.write_failures[self.table] += 1
+                if not self._failing:
+                    self._failing = True
+                    self._notify()  # a receiver held back may now spool instead
                 delay = self.retry.delay(attempt, self.rng)
                 attempt += 1
                 log.warning(
@@ -272,6 +323,7 @@ class TableWriter:
                 )
                 await trio.sleep(delay)
             else:
+                self._failing = False
                 self.stats.rows_committed[self.table] += len(rows)
                 self.stats.last_commit_s = trio.current_time()
                 self.stats.rows_written[self.table] += written

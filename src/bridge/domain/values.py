@@ -7,6 +7,7 @@ user reads in the dead-letter table) are the same for every feed.
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -50,8 +51,11 @@ def require_decimal(column: str, value: object) -> Decimal:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidValue(f"{column}: expected a finite number, got {value!r}")
-        # repr() is the shortest string that round-trips, so 1.54 stays 1.54 (not 1.5400000000000000355).
-        return Decimal(repr(value))
+        return decimal_of_float(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise InvalidValue(f"{column}: expected a finite number, got {value!r}")
+        return value
     if isinstance(value, str):
         try:
             number = Decimal(value.strip())
@@ -61,6 +65,18 @@ def require_decimal(column: str, value: object) -> Decimal:
             raise InvalidValue(f"{column}: expected a finite number, got {value!r}")
         return number
     raise InvalidValue(f"{column}: expected a number, got {_describe(value)}")
+
+
+@functools.lru_cache(maxsize=1 << 16, typed=True)
+def decimal_of_float(value: float) -> Decimal:
+    """A float as the ``Decimal`` of its shortest repr (1.54 stays 1.54, not 1.5400000000000000355).
+
+    Cached, as prices repeat (a few hundred distinct ones per contract a day) and this runs per
+    event; a non-finite value raises ``InvalidValue`` (exceptions are not cached).
+    """
+    if not math.isfinite(value):
+        raise InvalidValue(f"expected a finite number, got {value!r}")
+    return Decimal(repr(value))
 
 
 def optional_decimal(column: str, value: object) -> Decimal | None:

@@ -66,13 +66,13 @@ class PolygonProtocol:
             decoded = orjson.loads(frame.text)
         except orjson.JSONDecodeError:
             return frame  # the normalizer dead-letters it with the reason
-        traded: list[str] = []
-        for event in _events(decoded):
-            kind = event.get("ev")
-            if kind == "T" and isinstance(event.get("sym"), str):
-                traded.append(event["sym"])
-            elif kind == "status":
-                self._log_status(event)
+        if not isinstance(decoded, list):
+            return attrs.evolve(frame, decoded=decoded)
+        # comprehensions, not a loop with branches: this runs for every event of the firehose
+        events = [event for event in decoded if type(event) is dict]
+        for status in [event for event in events if event.get("ev") == "status"]:
+            self._log_status(status)
+        traded = [symbol for event in events if event.get("ev") == "T" and type(symbol := event.get("sym")) is str]
         if traded:
             added, dropped = self.quotes.on_trades(traded)
             if added or dropped:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+import attrs
 import orjson
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest
@@ -33,13 +34,18 @@ def _status(status: str, message: str) -> str:
 
 
 class PolygonScenario:
-    """An endless deterministic OPRA session over ``contracts`` contracts: quotes and trades (Unix ms)."""
+    """An endless OPRA session over ``contracts`` contracts: quotes and trades (Unix ms).
+
+    Deterministic for a seed and a ``start``; ``start`` defaults to now, so that event times pass
+    the bridge's plausibility window whenever the scenario runs.
+    """
 
     def __init__(self, seed: int = 0, start: datetime | None = None, contracts: int = 200, quote_share: float = 0.6):
         self.rng = random.Random(seed)
-        self.at_ms = int((start or datetime(2026, 11, 20, 14, 30, tzinfo=UTC)).timestamp() * 1000)
+        start = start or datetime.now(UTC)
+        self.at_ms = int(start.timestamp() * 1000)
         self.quote_share = quote_share
-        first_friday = (start or datetime(2026, 11, 20, tzinfo=UTC)).date()
+        first_friday = start.date()
         first_friday += timedelta(days=(4 - first_friday.weekday()) % 7 or 7)
         self.contracts: list[str] = []
         self.mids: dict[str, float] = {}
@@ -74,6 +80,39 @@ class PolygonScenario:
                        "t": self.at_ms, "q": self.sequence[ticker]}  # fmt: skip
 
 
+@attrs.frozen
+class PolygonFrame:
+    """One server frame encoded ahead of time, with what a send needs to know without decoding it."""
+
+    text: str
+    trades: int
+    quotes: int
+    quote_channels: frozenset[str]
+    """``Q.<contract>`` for every quote in it: sent as is only when the client holds them all."""
+
+
+def prebuilt_frames(scenario: PolygonScenario, total_trades: int, batch_size: int = 100) -> list[PolygonFrame]:
+    """``total_trades`` trades (and the quotes between them) as frames encoded once, for benchmarks.
+
+    A server sending these spends its time on the socket, not on generating JSON, so a benchmark on
+    one machine measures the bridge rather than the simulator.
+    """
+    frames: list[PolygonFrame] = []
+    events = scenario.events()
+    trades = 0
+    while trades < total_trades:
+        batch: list[dict[str, Any]] = []
+        in_batch = 0
+        while len(batch) < batch_size and trades + in_batch < total_trades:
+            event = next(events)
+            batch.append(event)
+            in_batch += event["ev"] == "T"
+        trades += in_batch
+        channels = frozenset(f"Q.{event['sym']}" for event in batch if event["ev"] == "Q")
+        frames.append(PolygonFrame(orjson.dumps(batch).decode(), in_batch, len(batch) - in_batch, channels))
+    return frames
+
+
 async def serve_polygon_simulator(
     *,
     api_key: str,
@@ -88,12 +127,19 @@ async def serve_polygon_simulator(
     seed: int = 0,
     start: datetime | None = None,
     log: SentLog | None = None,
+    frames: Iterable[PolygonFrame] | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; ``task_status.started`` gets the ``ws://`` URL. ``log`` counts trades as
-    ``options_flow`` messages and keeps ``extra['quotes']``, ``extra['max_quote_subscriptions']``."""
+    ``options_flow`` messages and keeps ``extra['quotes']``, ``extra['max_quote_subscriptions']``.
+
+    ``frames`` (from ``prebuilt_frames``) replaces the generated scenario: they are sent in order,
+    over all connections, and then the server goes quiet; quotes for contracts the client has not
+    subscribed are still filtered out, as the real service does.
+    """
     sent = log if log is not None else SentLog()
     events = PolygonScenario(seed, start, contracts=contracts).events()
+    prebuilt = None if frames is None else iter(frames)
 
     async def handler(request: WebSocketRequest) -> None:
         ws = await request.accept()
@@ -146,30 +192,49 @@ async def serve_polygon_simulator(
                 kind = event["ev"]
                 return f"{kind}.*" in channels or f"{kind}.{event['sym']}" in channels
 
+            def generated() -> tuple[str, list[dict[str, Any]], int, int] | None:
+                left = None if total_trades is None else total_trades - sent.messages_by_table["options_flow"]
+                if left is not None and left <= 0:
+                    return None
+                batch: list[dict[str, Any]] = []
+                trades = 0
+                while len(batch) < batch_size and (left is None or trades < left):
+                    event = next(events)
+                    if not wanted(event):
+                        continue  # not subscribed: the real service would not send it either
+                    batch.append(event)
+                    trades += event["ev"] == "T"
+                return orjson.dumps(batch).decode(), batch, trades, len(batch) - trades
+
+            def next_prebuilt(frames: Iterator[PolygonFrame]) -> tuple[str, list[dict[str, Any]], int, int] | None:
+                frame = next(frames, None)
+                if frame is None:
+                    return None
+                if "T.*" in channels and frame.quote_channels <= channels:
+                    batch = orjson.loads(frame.text) if sent.keep_messages else []
+                    return frame.text, batch, frame.trades, frame.quotes
+                batch = [event for event in orjson.loads(frame.text) if wanted(event)]
+                trades = sum(event["ev"] == "T" for event in batch)
+                return orjson.dumps(batch).decode(), batch, trades, len(batch) - trades
+
             async def stream() -> None:
                 await subscribed.wait()
                 frames_here = 0
                 next_due = trio.current_time()
                 while disconnect_every_frames is None or frames_here < disconnect_every_frames:
-                    left = None if total_trades is None else total_trades - sent.messages_by_table["options_flow"]
-                    if left is not None and left <= 0:
+                    made = generated() if prebuilt is None else next_prebuilt(prebuilt)
+                    if made is None:
                         await trio.sleep_forever()
-                    batch: list[dict[str, Any]] = []
-                    trades = 0
-                    while len(batch) < batch_size and (left is None or trades < left):
-                        event = next(events)
-                        if not wanted(event):
-                            continue  # not subscribed: the real service would not send it either
-                        batch.append(event)
-                        trades += event["ev"] == "T"
+                        return
+                    text, batch, trades, quotes = made
                     if events_per_second is not None:
-                        next_due = max(next_due, trio.current_time() - 1) + len(batch) / events_per_second
+                        next_due = max(next_due, trio.current_time() - 1) + (trades + quotes) / events_per_second
                         await trio.sleep_until(next_due)
                     else:
                         await trio.lowlevel.checkpoint()
-                    await send(orjson.dumps(batch).decode())
+                    await send(text)
                     sent.record_good(batch, {"options_flow": trades})
-                    sent.extra["quotes"] += len(batch) - trades
+                    sent.extra["quotes"] += quotes
                     frames_here += 1
                 await ws.aclose(code=1001, reason="simulated disconnect")
 
@@ -183,4 +248,4 @@ async def serve_polygon_simulator(
     await serve_loopback(handler, host=host, port=port, path="/options", task_status=task_status)
 
 
-__all__ = ["PolygonScenario", "SentLog", "serve_polygon_simulator"]
+__all__ = ["PolygonFrame", "PolygonScenario", "SentLog", "prebuilt_frames", "serve_polygon_simulator"]

@@ -14,19 +14,21 @@ event time; a quote stamped after the trade is not used (no look-ahead).
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Final
 
 import attrs
 
 from bridge.domain.exchanges import venue
 from bridge.domain.frames import UndecodableFrame, dead_letter, decode_json
-from bridge.domain.ids import stable_id
+from bridge.domain.ids import id_of_text
 from bridge.domain.models import Normalized, OptionsFlowRow, ReceivedFrame, Row
 from bridge.domain.nbbo import NbboBook, Quote
 from bridge.domain.occ import InvalidOptionSymbol, OptionContract, parse_occ
 from bridge.domain.side import infer_side, usable_quote
 from bridge.domain.values import (
+    MAX_CLOCK_SKEW,
     TRADE_MAX_AGE,
     InvalidValue,
     plausible,
@@ -34,14 +36,22 @@ from bridge.domain.values import (
     require_text,
     require_timestamp,
 )
+from bridge.domain.values import (
+    decimal_of_float as _decimal_of_float,
+)
 
 SOURCE: Final = "polygon"
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_PLAIN_NUMBERS: Final = (float, int)
+_ONE_US: Final = timedelta(microseconds=1)
+_TRADE_MAX_AGE_US: Final = TRADE_MAX_AGE // _ONE_US
+_MAX_CLOCK_SKEW_US: Final = MAX_CLOCK_SKEW // _ONE_US
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def _contract(ticker: str) -> tuple[OptionContract, str, str]:
     """(contract, underlying, OCC symbol) of a ticker: the firehose repeats contracts, so parse each once."""
-    contract = parse_occ(ticker)
+    contract = parse_occ(require_text("sym", ticker))
     return contract, contract.underlying, contract.occ_symbol
 
 
@@ -52,8 +62,22 @@ def _epoch_ms(event: dict[str, Any]) -> int:
     return value
 
 
+def _ticker(event: dict[str, Any]) -> str:
+    value = event.get("sym")
+    if isinstance(value, str):
+        return value
+    return require_text("sym", value)  # raises with the reason
+
+
 @attrs.define
 class PolygonNormalizer:
+    """Stateful: the NBBO book of one stream. One instance per feed, driven from one task.
+
+    This is the firehose's hot path (most of the bridge's CPU at the open), so it avoids work a
+    generic normalizer would repeat: OCC symbols are parsed once per contract, float prices become
+    ``Decimal`` through a cache, and the plausibility window is checked on integers per frame.
+    """
+
     quote_max_age_ms: int = 5000
     book: NbboBook = attrs.Factory(NbboBook)
     trades: int = 0
@@ -67,15 +91,18 @@ class PolygonNormalizer:
             return Normalized(dead_letters=(dead_letter(frame, [str(exc)], "invalid_json"),))
         if not isinstance(decoded, list):
             return Normalized(dead_letters=(dead_letter(frame, ["expected a JSON array of events"]),))
+        received_at = frame.received_at
+        received_us = (received_at - _EPOCH) // _ONE_US
+        window_us = (received_us - _TRADE_MAX_AGE_US, received_us + _MAX_CLOCK_SKEW_US)
         rows: list[Row] = []
         reasons: list[str] = []
         for index, event in enumerate(decoded):
             kind = event.get("ev") if isinstance(event, dict) else None
             try:
-                if kind == "T":
-                    rows.append(self._trade(event, frame.received_at))
-                elif kind == "Q":
+                if kind == "Q":
                     self._quote(event)
+                elif kind == "T":
+                    rows.append(self._trade(event, received_at, window_us))
                 elif kind != "status":
                     raise InvalidValue(
                         "not an event object" if kind is None else f"event type {kind!r} is not stored by this bridge"
@@ -86,34 +113,55 @@ class PolygonNormalizer:
         return Normalized(rows=tuple(rows), dead_letters=dead)
 
     def _quote(self, event: dict[str, Any]) -> None:
-        contract = require_text("sym", event.get("sym"))
-        quote = Quote(require_decimal("bp", event.get("bp")), require_decimal("ap", event.get("ap")), _epoch_ms(event))
-        self.book.update(contract, quote)
+        """Kept as sent when the numbers are plain JSON numbers (the common case, checked cheaply);
+        a trade that uses the quote converts and validates its prices."""
+        contract = _ticker(event)
+        bid, ask, at_ms = event.get("bp"), event.get("ap"), event.get("t")
+        if type(bid) not in _PLAIN_NUMBERS or type(ask) not in _PLAIN_NUMBERS:
+            bid, ask = require_decimal("bp", bid), require_decimal("ap", ask)
+        if type(at_ms) is not int:
+            at_ms = _epoch_ms(event)
+        self.book.update(contract, Quote(bid, ask, at_ms))  # type: ignore[arg-type]  # checked just above
         self.quotes += 1
 
-    def _trade(self, event: dict[str, Any], received_at: datetime) -> OptionsFlowRow:
-        ticker = require_text("sym", event.get("sym"))
+    def _trade(self, event: dict[str, Any], received_at: datetime, window_us: tuple[int, int]) -> OptionsFlowRow:
+        ticker = _ticker(event)
         contract, underlying, occ_symbol = _contract(ticker)
-        price = require_decimal("p", event.get("p"))
-        size = require_decimal("s", event.get("s"))
+        price, size = event.get("p"), event.get("s")
+        price = _decimal_of_float(price) if type(price) is float else require_decimal("p", price)
+        size = Decimal(size) if type(size) is int else require_decimal("s", size)
         if size <= 0 or price < 0:
             raise InvalidValue(f"a trade needs a positive size and a non-negative price, got s={size} p={price}")
-        at_ms = _epoch_ms(event)
+        at_ms = event.get("t")
+        if type(at_ms) is int and window_us[0] <= at_ms * 1000 <= window_us[1]:
+            # inside the plausibility window, so a valid epoch: exact to the microsecond for ms values
+            event_ts = datetime.fromtimestamp(at_ms / 1000, UTC)
+        else:
+            at_ms = _epoch_ms(event)
+            event_ts = plausible("t", require_timestamp("t", at_ms), received_at, TRADE_MAX_AGE)
         exchange = event.get("x")
-        if isinstance(exchange, bool) or not isinstance(exchange, int):
+        if type(exchange) is not int:
             raise InvalidValue(f"x: expected an exchange id, got {exchange!r}")
         quote = self.book.usable(ticker, at_ms, self.quote_max_age_ms)
-        if quote is not None and not usable_quote(quote.bid, quote.ask):
-            quote = None
+        bid = ask = None
+        if quote is not None:
+            try:
+                bid, ask = require_decimal("bp", quote.bid), require_decimal("ap", quote.ask)
+            except InvalidValue:
+                bid = ask = None  # a quote with a value no trade can use counts as no quote
+            if not usable_quote(bid, ask):
+                bid = ask = None
         self.trades += 1
-        if quote is None:
+        if bid is None:
             self.trades_without_quote += 1
-        bid = quote.bid if quote else None
-        ask = quote.ask if quote else None
+        sequence = event.get("q")
+        # the text ``stable_id(SOURCE, ticker, exchange, at_ms, sequence)`` hashes, formatted in one go
+        sequence_text = "" if sequence is None else sequence
+        trade_id = id_of_text(f"{SOURCE}\x1f{ticker}\x1f{exchange}\x1f{at_ms}\x1f{sequence_text}")
         return OptionsFlowRow(
-            id=stable_id(SOURCE, ticker, exchange, at_ms, event.get("q")),
+            id=trade_id,
             received_at=received_at,
-            event_ts=plausible("t", require_timestamp("t", at_ms), received_at, TRADE_MAX_AGE),
+            event_ts=event_ts,
             symbol=underlying,
             option_symbol=occ_symbol,
             side=infer_side(price, bid, ask),
