@@ -254,7 +254,7 @@ async def bridge_run(
             # polled from the bridge's own metrics, in a thread: a count(*) on the table would load
             # the database, and a blocking call here would stall the simulator's sends
             while await trio.to_thread.run_sync(committed, env["BRIDGE_HTTP_PORT"]) < trades:
-                await trio.sleep(0.05)  # noqa: ASYNC110 - another process's progress has no event
+                await trio.sleep(0.05)
         finished = time.monotonic()
         if outage_s is not None:
             catch_up_s = finished - restored
