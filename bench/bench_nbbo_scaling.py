@@ -4,7 +4,7 @@
                                        [--max-idle-s 900]
 
 For each size N, in one process, no I/O: the book is first filled with one quote for each of N
-distinct contracts (the memory this adds is read from the process's RSS, after a full collection),
+distinct contracts (the memory still held afterwards is measured with tracemalloc),
 then frames of 200 events (60 % quotes, 40 % trades, contracts drawn uniformly from the N) are
 normalized and timed, JSON decoding included. A last line shows the book bounded by
 BRIDGE_NBBO_MAX_CONTRACTS: N = the largest size, limit = a tenth of it.
@@ -21,14 +21,14 @@ import argparse
 import gc
 import random
 import time
+import tracemalloc
 from datetime import UTC, date, datetime, timedelta
 
 import orjson
-import psutil
 
 from bridge.app.runtime import tune_garbage_collector
 from bridge.domain.models import ReceivedFrame
-from bridge.domain.nbbo import NbboBook
+from bridge.domain.nbbo import NbboBook, Quote
 from bridge.domain.normalizers.polygon import PolygonNormalizer
 
 ROOTS = ("SPY", "QQQ", "SPXW", "AAPL", "TSLA", "NVDA", "IWM", "AMZN", "META", "MSFT")
@@ -43,23 +43,20 @@ def ticker(index: int, first_expiration: date) -> str:
     return f"O:{ROOTS[root]}{expiration:%y%m%d}{'CP'[kind]}{(strike + 1) * 500:08d}"
 
 
-def rss_mb() -> float:
-    gc.collect()
-    return float(psutil.Process().memory_info().rss) / 2**20
-
-
 def measure(contracts: int, trades: int, max_contracts: int, max_idle_s: float) -> str:
     now = datetime.now(UTC)
     now_ms = int(now.timestamp() * 1000)
     expiration = now.date() + timedelta(days=7)
     tickers = [ticker(index, expiration) for index in range(contracts)]
     normalizer = PolygonNormalizer(book=NbboBook(max_idle_ms=int(max_idle_s * 1000), max_contracts=max_contracts))
-    before = rss_mb()
+    tracemalloc.start()
     for first in range(0, contracts, 200):
         events = [{"ev": "Q", "sym": sym, "bx": 302, "ax": 313, "bp": 1.25, "ap": 1.3, "bs": 5, "as": 5,
                    "t": now_ms, "q": 1} for sym in tickers[first : first + 200]]  # fmt: skip
         normalizer(ReceivedFrame("polygon", now, orjson.dumps(events).decode()))
-    book_mb = rss_mb() - before
+    gc.collect()
+    book_mb = tracemalloc.get_traced_memory()[0] / 2**20  # what the filled book (and its caches) still holds
+    tracemalloc.stop()
     rng = random.Random(5)
     frames: list[ReceivedFrame] = []
     made = 0
@@ -78,11 +75,18 @@ def measure(contracts: int, trades: int, max_contracts: int, max_idle_s: float) 
     started = time.perf_counter()
     stored = sum(len(normalizer(frame).rows) for frame in frames)
     elapsed = time.perf_counter() - started
+    book, sample = normalizer.book, [tickers[rng.randrange(contracts)] for _ in range(200_000)]
+    started = time.perf_counter()
+    for sym in sample:
+        book.update(sym, Quote(1.25, 1.3, now_ms + 3))
+        book.usable(sym, now_ms + 4, 5000)
+    book_ns = 1e9 * (time.perf_counter() - started) / len(sample)
     assert stored == made, (stored, made)
     events_total = 200 * len(frames)
     return (
         f"{contracts:>9,} contracts (limit {max_contracts:>9,}): {made / elapsed:>8,.0f} trades/s,"
-        f" {1e9 * elapsed / events_total:>5,.0f} ns/event; book holds {len(normalizer.book):>9,},"
+        f" {1e9 * elapsed / events_total:>5,.0f} ns/event (book update + lookup alone {book_ns:,.0f} ns);"
+        f" book holds {len(normalizer.book):>9,},"
         f" {book_mb:>6.1f} MB ({1024 * 1024 * book_mb / max(len(normalizer.book), 1):,.0f} B/contract),"
         f" evicted {normalizer.book.evicted:,}"
     )

@@ -253,7 +253,9 @@ async def bridge_run(
         with trio.fail_after(600):
             # polled from the bridge's own metrics, in a thread: a count(*) on the table would load
             # the database, and a blocking call here would stall the simulator's sends
-            while await trio.to_thread.run_sync(committed, env["BRIDGE_HTTP_PORT"]) < trades:
+            while True:
+                if await trio.to_thread.run_sync(committed, env["BRIDGE_HTTP_PORT"]) >= trades:
+                    break
                 await trio.sleep(0.05)
         finished = time.monotonic()
         if outage_s is not None:
