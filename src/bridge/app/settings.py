@@ -141,7 +141,7 @@ class Settings:
         default=PositiveInt(5000), metadata=_env("BRIDGE_BATCH_MAX_ROWS", "rows per batch at most")
     )
     batch_max_ms: PositiveFloat = attrs.field(
-        default=PositiveFloat(200.0),
+        default=PositiveFloat(100.0),
         metadata=_env("BRIDGE_BATCH_MAX_MS", "milliseconds a row may wait for its batch to fill"),
     )
     spool_dir: Path | None = attrs.field(

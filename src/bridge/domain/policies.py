@@ -18,7 +18,7 @@ class BatchPolicy:
     """A writer flushes when it holds ``max_rows`` rows or its oldest row has waited ``max_ms``."""
 
     max_rows: int = attrs.field(default=5000, validator=_positive)
-    max_ms: float = attrs.field(default=200.0, validator=_positive)
+    max_ms: float = attrs.field(default=100.0, validator=_positive)
 
     @property
     def max_wait_s(self) -> float:

@@ -17,9 +17,8 @@ def infer_side(price: Decimal, bid: Decimal | None, ask: Decimal | None) -> Side
 
     No usable quote (missing, crossed, no ask): ``unknown``.
     """
-    if not usable_quote(bid, ask):
+    if bid is None or ask is None or not usable_quote(bid, ask):
         return "unknown"
-    assert bid is not None and ask is not None
     if price >= ask:
         return "buy"
     if price <= bid:

@@ -37,7 +37,7 @@ from bridge.domain.values import (
     require_timestamp,
 )
 from bridge.domain.values import (
-    decimal_of_float as _decimal_of_float,
+    decimal_of_float,
 )
 
 SOURCE: Final = "polygon"
@@ -124,33 +124,38 @@ class PolygonNormalizer:
         self.book.update(contract, Quote(bid, ask, at_ms))  # type: ignore[arg-type]  # checked just above
         self.quotes += 1
 
+    def _nbbo(self, ticker: str, at_ms: int) -> tuple[Decimal, Decimal] | tuple[None, None]:
+        """The usable (bid, ask) for a trade of ``ticker`` at ``at_ms``, as ``Decimal``; else (None, None)."""
+        quote = self.book.usable(ticker, at_ms, self.quote_max_age_ms)
+        if quote is None:
+            return None, None
+        bid, ask = quote.bid, quote.ask
+        try:
+            bid = decimal_of_float(bid) if type(bid) is float else require_decimal("bp", bid)
+            ask = decimal_of_float(ask) if type(ask) is float else require_decimal("ap", ask)
+        except InvalidValue:
+            return None, None  # a quote with a value no trade can use counts as no quote
+        return (bid, ask) if usable_quote(bid, ask) else (None, None)
+
     def _trade(self, event: dict[str, Any], received_at: datetime, window_us: tuple[int, int]) -> OptionsFlowRow:
-        ticker = _ticker(event)
+        ticker = event.get("sym")
+        if type(ticker) is not str:
+            ticker = require_text("sym", ticker)
         contract, underlying, occ_symbol = _contract(ticker)
-        price, size = event.get("p"), event.get("s")
-        price = _decimal_of_float(price) if type(price) is float else require_decimal("p", price)
+        price, size, at_ms, exchange = event.get("p"), event.get("s"), event.get("t"), event.get("x")
+        price = decimal_of_float(price) if type(price) is float else require_decimal("p", price)
         size = Decimal(size) if type(size) is int else require_decimal("s", size)
         if size <= 0 or price < 0:
             raise InvalidValue(f"a trade needs a positive size and a non-negative price, got s={size} p={price}")
-        at_ms = event.get("t")
         if type(at_ms) is int and window_us[0] <= at_ms * 1000 <= window_us[1]:
             # inside the plausibility window, so a valid epoch: exact to the microsecond for ms values
             event_ts = datetime.fromtimestamp(at_ms / 1000, UTC)
         else:
             at_ms = _epoch_ms(event)
             event_ts = plausible("t", require_timestamp("t", at_ms), received_at, TRADE_MAX_AGE)
-        exchange = event.get("x")
         if type(exchange) is not int:
             raise InvalidValue(f"x: expected an exchange id, got {exchange!r}")
-        quote = self.book.usable(ticker, at_ms, self.quote_max_age_ms)
-        bid = ask = None
-        if quote is not None:
-            try:
-                bid, ask = require_decimal("bp", quote.bid), require_decimal("ap", quote.ask)
-            except InvalidValue:
-                bid = ask = None  # a quote with a value no trade can use counts as no quote
-            if not usable_quote(bid, ask):
-                bid = ask = None
+        bid, ask = self._nbbo(ticker, at_ms)
         self.trades += 1
         if bid is None:
             self.trades_without_quote += 1
