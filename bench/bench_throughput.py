@@ -67,6 +67,9 @@ from bridge.domain.normalizers.polygon import PolygonNormalizer
 KEY = "bench-key"
 QUOTE_SHARE = 0.6
 """Of the events the simulator sends, the share that are quotes (1.5 quotes per trade)."""
+FULL_SPEED_GUESS = 40_000.0
+"""Trades/s the full-speed frames' event times assume: a run a few times faster or slower than this
+still stays well inside the bridge's one-hour plausibility window."""
 PARTS = ("ceiling", "naive", "full", "rates", "outage", "batches")
 
 
@@ -84,6 +87,7 @@ class BridgeRun:
     latency: tuple[float, float, float] | None
     """(p50, p99, max) received → committed in seconds, when commit timestamps are on."""
     catch_up_s: float | None = None
+    dead_letters: int = 0
 
     @property
     def per_second(self) -> float:
@@ -94,7 +98,14 @@ class BridgeRun:
         return self.stored == self.distinct == self.trades
 
     def describe(self) -> str:
-        check = "ok" if self.reconciled else f"MISMATCH (stored {self.stored:,}, distinct {self.distinct:,})"
+        check = (
+            "ok"
+            if self.reconciled
+            else (
+                f"MISMATCH (sent {self.trades:,}, stored {self.stored:,}, distinct {self.distinct:,},"
+                f" {self.dead_letters:,} dead letters)"
+            )
+        )
         per_100k = 1e5 / self.trades
         return (
             f"peak RSS {self.peak_rss_mb:.0f} MB; CPU s per 100k trades: bridge {self.bridge_cpu_s * per_100k:.2f},"
@@ -250,13 +261,15 @@ async def bridge_run(
             await trio.sleep(outage_s)
             proxy.restore()
             restored = time.monotonic()
-        with trio.fail_after(600):
-            # polled from the bridge's own metrics, in a thread: a count(*) on the table would load
-            # the database, and a blocking call here would stall the simulator's sends
-            while True:
-                if await trio.to_thread.run_sync(committed, env["BRIDGE_HTTP_PORT"]) >= trades:
-                    break
-                await trio.sleep(0.05)
+        # Polled from the bridge's own metrics, in a thread: a count(*) on the table would load the
+        # database, and a blocking call here would stall the simulator's sends. A run that stops
+        # making progress for 30 s ends here too; the reconciliation then says what is missing.
+        progress, progressed_at = -1, time.monotonic()
+        while progress < trades and time.monotonic() - progressed_at < 30:
+            now_committed = await trio.to_thread.run_sync(committed, env["BRIDGE_HTTP_PORT"])
+            if now_committed != progress:
+                progress, progressed_at = now_committed, time.monotonic()
+            await trio.sleep(0.05)
         finished = time.monotonic()
         if outage_s is not None:
             catch_up_s = finished - restored
@@ -265,11 +278,16 @@ async def bridge_run(
         sender_cpu = time.process_time() - sender_before
         peak = _peak_rss_mb(process.pid)
         process.send_signal(signal.SIGTERM)
-        await process.wait()
+        with trio.move_on_after(30):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
         nursery.cancel_scope.cancel()
     last = last_commit_epoch(url)
     seconds = (last - started_wall) if last is not None and rate is None else finished - started
     count, distinct = stored(url)
+    ((dead,),) = execute(url, "select count(*) from bridge_dead_letters")
     return BridgeRun(
         trades=sent.messages_by_table["options_flow"],
         seconds=seconds,
@@ -281,6 +299,7 @@ async def bridge_run(
         distinct=distinct,
         latency=latency(url),
         catch_up_s=catch_up_s,
+        dead_letters=int(dead),
     )
 
 
@@ -291,8 +310,11 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def frames_for(trades: int, contracts: int) -> list[PolygonFrame]:
-    scenario = PolygonScenario(seed=11, contracts=contracts, quote_share=QUOTE_SHARE, start=datetime.now(UTC))
+def frames_for(trades: int, contracts: int, trades_per_second: float) -> list[PolygonFrame]:
+    """Frames whose event times advance at ``trades_per_second`` (so they stay near the wall clock)."""
+    events_per_second = trades_per_second / (1 - QUOTE_SHARE)
+    scenario = PolygonScenario(seed=11, contracts=contracts, quote_share=QUOTE_SHARE, start=datetime.now(UTC),
+                               ms_per_event=1000 / events_per_second)  # fmt: skip
     return prebuilt_frames(scenario, trades, batch_size=200)
 
 
@@ -330,7 +352,9 @@ def run(url: str, home: Path, args: argparse.Namespace) -> str:
             emit(f"naive (one INSERT per trade, 5,000 trades):  {naive:>10,.0f} trades/s")
         del rows
     if "full" not in skip:
-        full = trio.run(functools.partial(bridge_run, url, home, frames_for(args.trades, args.contracts)))
+        full = trio.run(
+            functools.partial(bridge_run, url, home, frames_for(args.trades, args.contracts, FULL_SPEED_GUESS))
+        )
         ratios = ", ".join(
             part for part in (
                 f"{full.per_second / ceiling:.2f} x ceiling" if ceiling else "",
@@ -343,7 +367,7 @@ def run(url: str, home: Path, args: argparse.Namespace) -> str:
         for rate in (float(value) for value in args.rates.split(",") if value):
             result = trio.run(
                 functools.partial(
-                    bridge_run, url, home, frames_for(int(rate * args.rate_seconds), args.contracts), rate=rate
+                    bridge_run, url, home, frames_for(int(rate * args.rate_seconds), args.contracts, rate), rate=rate
                 )
             )
             emit(f"at {rate:>6,.0f} trades/s: {fmt_latency(result.latency)}; {result.describe()}")
@@ -352,14 +376,14 @@ def run(url: str, home: Path, args: argparse.Namespace) -> str:
         total = int(rate * (args.outage_seconds + 12))
         result = trio.run(
             functools.partial(
-                bridge_run, url, home, frames_for(total, args.contracts), rate=rate, outage_s=args.outage_seconds
+                bridge_run, url, home, frames_for(total, args.contracts, rate), rate=rate, outage_s=args.outage_seconds
             )
         )
         emit(f"at  5,000 trades/s with the database away {args.outage_seconds:.0f} s: caught up "
              f"{result.catch_up_s:.1f} s after it came back; {result.describe()}")  # fmt: skip
     if "batches" not in skip:
         trades = min(args.trades, 300_000)
-        frames = frames_for(trades, args.contracts)
+        frames = frames_for(trades, args.contracts, FULL_SPEED_GUESS)
         for size in (int(value) for value in args.batch_sizes.split(",") if value):
             result = trio.run(
                 functools.partial(bridge_run, url, home, frames, env_extra={"BRIDGE_BATCH_MAX_ROWS": str(size)})

@@ -40,11 +40,22 @@ class PolygonScenario:
     the bridge's plausibility window whenever the scenario runs.
     """
 
-    def __init__(self, seed: int = 0, start: datetime | None = None, contracts: int = 200, quote_share: float = 0.6):
+    def __init__(
+        self,
+        seed: int = 0,
+        start: datetime | None = None,
+        contracts: int = 200,
+        quote_share: float = 0.6,
+        ms_per_event: float | None = None,
+    ):
         self.rng = random.Random(seed)
         start = start or datetime.now(UTC)
         self.at_ms = int(start.timestamp() * 1000)
         self.quote_share = quote_share
+        self.ms_per_event = ms_per_event
+        """Event time per event, for a sender at a known rate (a long run at full speed would otherwise
+        run ahead of the wall clock and the bridge would rightly refuse its times); ``None``: 0-5 ms."""
+        self._elapsed_ms = 0.0
         first_friday = start.date()
         first_friday += timedelta(days=(4 - first_friday.weekday()) % 7 or 7)
         self.contracts: list[str] = []
@@ -63,7 +74,13 @@ class PolygonScenario:
     def events(self) -> Iterator[dict[str, Any]]:
         rng = self.rng
         while True:
-            self.at_ms += rng.choice((0, 1, 1, 2, 5))
+            if self.ms_per_event is None:
+                self.at_ms += rng.choice((0, 1, 1, 2, 5))
+            else:
+                self._elapsed_ms += self.ms_per_event
+                step = int(self._elapsed_ms)
+                self.at_ms += step
+                self._elapsed_ms -= step
             ticker = rng.choice(self.contracts)
             mid = self.mids[ticker] = max(0.05, self.mids[ticker] * math.exp(rng.gauss(0, 0.002)))
             half = max(0.01, round(mid * 0.02, 2))
