@@ -28,7 +28,7 @@ import orjson
 
 from bridge.app.runtime import tune_garbage_collector
 from bridge.domain.models import ReceivedFrame
-from bridge.domain.nbbo import NbboBook, Quote
+from bridge.domain.nbbo import NbboBook
 from bridge.domain.normalizers.polygon import PolygonNormalizer
 
 ROOTS = ("SPY", "QQQ", "SPXW", "AAPL", "TSLA", "NVDA", "IWM", "AMZN", "META", "MSFT")
@@ -78,7 +78,7 @@ def measure(contracts: int, trades: int, max_contracts: int, max_idle_s: float) 
     book, sample = normalizer.book, [tickers[rng.randrange(contracts)] for _ in range(200_000)]
     started = time.perf_counter()
     for sym in sample:
-        book.update(sym, Quote(1.25, 1.3, now_ms + 3))
+        book.update(sym, 1.25, 1.3, now_ms + 3)
         book.usable(sym, now_ms + 4, 5000)
     book_ns = 1e9 * (time.perf_counter() - started) / len(sample)
     assert stored == made, (stored, made)

@@ -269,7 +269,7 @@ async def bridge_run(
             now_committed = await trio.to_thread.run_sync(committed, env["BRIDGE_HTTP_PORT"])
             if now_committed != progress:
                 progress, progressed_at = now_committed, time.monotonic()
-            await trio.sleep(0.05)
+            await trio.sleep(0.5)  # scraping /metrics costs the bridge CPU: not more often
         finished = time.monotonic()
         if outage_s is not None:
             catch_up_s = finished - restored

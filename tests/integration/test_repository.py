@@ -70,6 +70,7 @@ def test_new_trades_are_copied_straight_in_and_an_overlap_goes_through_staging(d
         assert (repository.direct_copies, repository.staged_copies) == (1, 1)
     stored = fetch_all(database_url, "options_flow", "event_ts")
     assert [row["event_ts"] for row in stored] == [row.event_ts for row in rows]  # exact to the microsecond
+    assert [row["id"] for row in stored] == [row.id for row in rows]
     assert {row["expiration"] for row in stored} == {date(2026, 12, 18)}
     assert {row["received_at"] for row in stored} == {T0}
 

@@ -114,11 +114,11 @@ def test_a_frame_that_is_not_an_array_is_dead_lettered() -> None:
 def test_the_book_is_bounded_and_evicts_idle_contracts() -> None:
     book = NbboBook(max_idle_ms=1000, max_contracts=3)
     for n in range(5):
-        book.update(f"C{n}", Quote(Decimal(1), Decimal(2), at_ms=n))
+        book.update(f"C{n}", Decimal(1), Decimal(2), n)
     assert len(book) == 3
-    book.update("C4", Quote(Decimal(1), Decimal(2), at_ms=5000))
+    book.update("C4", Decimal(1), Decimal(2), 5000)
     assert len(book) == 1
-    book.update("C4", Quote(Decimal(9), Decimal(9), at_ms=10))  # older: ignored
+    book.update("C4", Decimal(9), Decimal(9), 10)  # older: ignored
     assert book.usable("C4", 5000, 0) == Quote(Decimal(1), Decimal(2), 5000)
 
 
@@ -137,10 +137,10 @@ def test_quote_subscriptions_keep_pinned_and_drop_the_least_recently_traded() ->
 def test_idle_contracts_leave_the_book_as_event_time_passes() -> None:
     book = NbboBook(max_idle_ms=1000, max_contracts=100)
     for contract, at_ms in (("C1", 0), ("C2", 800), ("C3", 1500)):
-        book.update(contract, Quote(Decimal(1), Decimal(2), at_ms))
+        book.update(contract, Decimal(1), Decimal(2), at_ms)
     assert (len(book), book.evicted) == (2, 1)  # C1: idle 1500 ms
-    book.update("C2", Quote(Decimal(1), Decimal(2), 1600))  # quoted again: no longer the oldest
-    book.update("C4", Quote(Decimal(1), Decimal(2), 2600))
+    book.update("C2", Decimal(1), Decimal(2), 1600)  # quoted again: no longer the oldest
+    book.update("C4", Decimal(1), Decimal(2), 2600)
     assert book.usable("C3", 2600, 10_000) is None and book.usable("C2", 2600, 10_000) is not None
     assert (len(book), book.evicted) == (2, 2)
 

@@ -34,7 +34,7 @@ class Quote(NamedTuple):
 class NbboBook:
     max_idle_ms: int = 15 * 60 * 1000
     max_contracts: int = 200_000
-    _quotes: OrderedDict[str, Quote] = attrs.field(factory=OrderedDict, init=False)
+    _quotes: OrderedDict[str, tuple[Price, Price, int]] = attrs.field(factory=OrderedDict, init=False)
     _check_at_ms: int = attrs.field(default=0, init=False)
     """No entry can be idle for longer than ``max_idle_ms`` before this event time."""
     evicted: int = attrs.field(default=0, init=False)
@@ -44,23 +44,28 @@ class NbboBook:
             raise ValueError(f"max_idle_ms and max_contracts must be positive, got {self.max_idle_ms}, "
                              f"{self.max_contracts}")  # fmt: skip
 
-    def update(self, contract: str, quote: Quote) -> None:
+    def update(self, contract: str, bid: Price, ask: Price, at_ms: int) -> None:
+        """The contract's quote as of ``at_ms``; an older quote arriving late never replaces a newer one.
+
+        Takes the parts rather than a ``Quote``: there are more quotes than trades, and only the
+        quotes a trade uses need to become objects (``usable``).
+        """
         quotes = self._quotes
         current = quotes.get(contract)
         if current is not None:
-            if current.at_ms > quote.at_ms:
-                return  # an older quote arriving late never replaces a newer one
+            if current[2] > at_ms:
+                return
             quotes.move_to_end(contract)
-        quotes[contract] = quote
-        if quote.at_ms >= self._check_at_ms or len(quotes) > self.max_contracts:
-            self._evict(quote.at_ms)
+        quotes[contract] = (bid, ask, at_ms)
+        if at_ms >= self._check_at_ms or len(quotes) > self.max_contracts:
+            self._evict(at_ms)
 
     def usable(self, contract: str, at_ms: int, max_age_ms: int) -> Quote | None:
         """The latest quote for ``contract`` from at most ``max_age_ms`` before ``at_ms``, if any."""
-        quote = self._quotes.get(contract)
-        if quote is None or not 0 <= at_ms - quote.at_ms <= max_age_ms:
+        stored = self._quotes.get(contract)
+        if stored is None or not 0 <= at_ms - stored[2] <= max_age_ms:
             return None
-        return quote
+        return Quote(*stored)
 
     def __len__(self) -> int:
         return len(self._quotes)
@@ -68,9 +73,9 @@ class NbboBook:
     def _evict(self, now_ms: int) -> None:
         quotes = self._quotes
         while quotes:
-            oldest = next(iter(quotes.values()))
-            if len(quotes) <= self.max_contracts and now_ms - oldest.at_ms <= self.max_idle_ms:
-                self._check_at_ms = oldest.at_ms + self.max_idle_ms + 1
+            oldest_ms = next(iter(quotes.values()))[2]
+            if len(quotes) <= self.max_contracts and now_ms - oldest_ms <= self.max_idle_ms:
+                self._check_at_ms = oldest_ms + self.max_idle_ms + 1
                 return
             quotes.popitem(last=False)
             self.evicted += 1

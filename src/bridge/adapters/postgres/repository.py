@@ -163,7 +163,7 @@ def _options_flow_copy_data(rows: Sequence[OptionsFlowRow]) -> bytes:
                 _copy_text, (symbol, option_symbol, side, source, option_type, venue)
             )
         lines.append("\t".join((
-            str(row.id), received, row.event_ts.isoformat(), symbol, option_symbol, side, str(row.size),
+            row.id.hex, received, row.event_ts.isoformat(), symbol, option_symbol, side, str(row.size),
             null if notional is None else str(notional), null if strike is None else str(strike),
             null if expiration is None else expiration.isoformat(),
             option_type if row.option_type is not None else null,

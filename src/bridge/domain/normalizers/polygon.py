@@ -24,20 +24,18 @@ from bridge.domain.exchanges import venue
 from bridge.domain.frames import UndecodableFrame, dead_letter, decode_json
 from bridge.domain.ids import id_of_text
 from bridge.domain.models import Normalized, OptionsFlowRow, ReceivedFrame, Row
-from bridge.domain.nbbo import NbboBook, Quote
+from bridge.domain.nbbo import NbboBook
 from bridge.domain.occ import InvalidOptionSymbol, OptionContract, parse_occ
 from bridge.domain.side import infer_side, usable_quote
 from bridge.domain.values import (
     MAX_CLOCK_SKEW,
     TRADE_MAX_AGE,
     InvalidValue,
+    decimal_of_float,
     plausible,
     require_decimal,
     require_text,
     require_timestamp,
-)
-from bridge.domain.values import (
-    decimal_of_float,
 )
 
 SOURCE: Final = "polygon"
@@ -60,13 +58,6 @@ def _epoch_ms(event: dict[str, Any]) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidValue(f"t: expected Unix milliseconds as an integer, got {value!r}")
     return value
-
-
-def _ticker(event: dict[str, Any]) -> str:
-    value = event.get("sym")
-    if isinstance(value, str):
-        return value
-    return require_text("sym", value)  # raises with the reason
 
 
 @attrs.define
@@ -115,13 +106,15 @@ class PolygonNormalizer:
     def _quote(self, event: dict[str, Any]) -> None:
         """Kept as sent when the numbers are plain JSON numbers (the common case, checked cheaply);
         a trade that uses the quote converts and validates its prices."""
-        contract = _ticker(event)
+        contract = event.get("sym")
+        if type(contract) is not str:
+            contract = require_text("sym", contract)
         bid, ask, at_ms = event.get("bp"), event.get("ap"), event.get("t")
         if type(bid) not in _PLAIN_NUMBERS or type(ask) not in _PLAIN_NUMBERS:
             bid, ask = require_decimal("bp", bid), require_decimal("ap", ask)
         if type(at_ms) is not int:
             at_ms = _epoch_ms(event)
-        self.book.update(contract, Quote(bid, ask, at_ms))  # type: ignore[arg-type]  # checked just above
+        self.book.update(contract, bid, ask, at_ms)  # type: ignore[arg-type]  # checked just above
         self.quotes += 1
 
     def _nbbo(self, ticker: str, at_ms: int) -> tuple[Decimal, Decimal] | tuple[None, None]:
