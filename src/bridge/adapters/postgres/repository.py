@@ -141,17 +141,20 @@ def _options_flow_copy_data(rows: Sequence[OptionsFlowRow]) -> bytes:
 
     Formatted here rather than by ``Copy.write_row``: psycopg's per-value dumpers took half of the
     writer's time, while ``isoformat``, ``str`` and one ``orjson.dumps`` per row are C calls, and a
-    frame's shared ``received_at`` is formatted once. Text columns are escaped only when one of
+    frame's shared ``received_at`` (and a shared ``event_ts``) is formatted once. Text columns are escaped only when one of
     them holds a character COPY treats specially (one scan of them all, the common case); JSON
     text never holds a raw tab or newline (they are escaped), so only its backslashes need doubling.
     """
     lines: list[str] = []
     last_received: datetime | None = None
-    received = ""
+    last_event: datetime | None = None
+    received = event = ""
     null = _NULL
     for row in rows:
         if row.received_at is not last_received:
             last_received, received = row.received_at, row.received_at.isoformat()
+        if row.event_ts is not last_event:  # a normalizer may share one datetime between trades
+            last_event, event = row.event_ts, row.event_ts.isoformat()
         expiration, notional, strike, price, bid, ask, raw = (
             row.expiration, row.notional, row.strike, row.trade_price, row.bid, row.ask, row.raw
         )  # fmt: skip
@@ -163,7 +166,7 @@ def _options_flow_copy_data(rows: Sequence[OptionsFlowRow]) -> bytes:
                 _copy_text, (symbol, option_symbol, side, source, option_type, venue)
             )
         lines.append("\t".join((
-            row.id.hex, received, row.event_ts.isoformat(), symbol, option_symbol, side, str(row.size),
+            row.id.hex, received, event, symbol, option_symbol, side, str(row.size),
             null if notional is None else str(notional), null if strike is None else str(strike),
             null if expiration is None else expiration.isoformat(),
             option_type if row.option_type is not None else null,

@@ -74,6 +74,8 @@ class PolygonNormalizer:
     trades: int = 0
     trades_without_quote: int = 0
     quotes: int = 0
+    _last_ms: int = attrs.field(default=-1, init=False, repr=False)
+    _last_ts: datetime = attrs.field(default=_EPOCH, init=False, repr=False)
 
     def __call__(self, frame: ReceivedFrame) -> Normalized:
         try:
@@ -141,8 +143,11 @@ class PolygonNormalizer:
         if size <= 0 or price < 0:
             raise InvalidValue(f"a trade needs a positive size and a non-negative price, got s={size} p={price}")
         if type(at_ms) is int and window_us[0] <= at_ms * 1000 <= window_us[1]:
-            # inside the plausibility window, so a valid epoch: exact to the microsecond for ms values
-            event_ts = datetime.fromtimestamp(at_ms / 1000, UTC)
+            # inside the plausibility window, so a valid epoch: exact to the microsecond for ms values;
+            # trades in the same millisecond (dozens at a busy open) share one datetime
+            if at_ms != self._last_ms:
+                self._last_ms, self._last_ts = at_ms, datetime.fromtimestamp(at_ms / 1000, UTC)
+            event_ts = self._last_ts
         else:
             at_ms = _epoch_ms(event)
             event_ts = plausible("t", require_timestamp("t", at_ms), received_at, TRADE_MAX_AGE)
