@@ -70,6 +70,8 @@ QUOTE_SHARE = 0.6
 FULL_SPEED_GUESS = 40_000.0
 """Trades/s the full-speed frames' event times assume: a run a few times faster or slower than this
 still stays well inside the bridge's one-hour plausibility window."""
+BRIDGE_PYTHONPATH: dict[str, str] = {}
+"""``--bridge-src``: run another checkout's bridge (an A/B comparison in one run) against this harness."""
 PARTS = ("ceiling", "naive", "full", "rates", "outage", "batches")
 
 
@@ -240,7 +242,8 @@ async def bridge_run(
         sim = await nursery.start(functools.partial(
             serve_polygon_simulator, api_key=KEY, events_per_second=None if rate is None else rate / (1 - QUOTE_SHARE),
             frames=frames, log=sent))  # fmt: skip
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}, "DATABASE_URL": database_url,
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}, **BRIDGE_PYTHONPATH,
+               "DATABASE_URL": database_url,
                "BRIDGE_POLYGON_API_KEY": KEY, "BRIDGE_POLYGON_URL": sim, "BRIDGE_HOME": str(home),
                "BRIDGE_HTTP_PORT": str(free_port()), "BRIDGE_HTTP_HOST": "127.0.0.1",
                "BRIDGE_LOG_LEVEL": "warning", **(env_extra or {})}  # fmt: skip
@@ -416,7 +419,10 @@ def main() -> None:
     parser.add_argument("--contracts", type=int, default=200, help="distinct contracts in the stream")
     parser.add_argument("--skip", default="", help=f"comma-separated parts to leave out: {', '.join(PARTS)}")
     parser.add_argument("--database-url")
+    parser.add_argument("--bridge-src", help="run `bridge run` from this src/ directory (another checkout)")
     args = parser.parse_args()
+    if args.bridge_src:
+        BRIDGE_PYTHONPATH["PYTHONPATH"] = str(Path(args.bridge_src).resolve())
     with tempfile.TemporaryDirectory(prefix="bridge-bench-") as directory:
         home = Path(directory)
         with database(args, home) as url:
