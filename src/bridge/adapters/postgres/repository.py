@@ -141,8 +141,8 @@ def _options_flow_copy_data(rows: Sequence[OptionsFlowRow]) -> bytes:
 
     Formatted here rather than by ``Copy.write_row``: psycopg's per-value dumpers took half of the
     writer's time, while ``isoformat``, ``str`` and one ``orjson.dumps`` per row are C calls, and a
-    frame's shared ``received_at`` (and a shared ``event_ts``) is formatted once. Text columns are escaped only when one of
-    them holds a character COPY treats specially (one scan of them all, the common case); JSON
+    frame's shared ``received_at`` (and a shared ``event_ts``) is formatted once. Text columns are
+    escaped only when one of them holds a character COPY treats specially (one scan of them all, the common case); JSON
     text never holds a raw tab or newline (they are escaped), so only its backslashes need doubling.
     """
     lines: list[str] = []
