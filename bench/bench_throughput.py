@@ -70,6 +70,8 @@ QUOTE_SHARE = 0.6
 FULL_SPEED_GUESS = 40_000.0
 """Trades/s the full-speed frames' event times assume: a run a few times faster or slower than this
 still stays well inside the bridge's one-hour plausibility window."""
+PROFILE: dict[str, Path] = {}
+"""``--profile DIR``: py-spy samples the bridge during the full-speed run (collapsed stacks, GIL holder only)."""
 BRIDGE_PYTHONPATH: dict[str, str] = {}
 """``--bridge-src``: run another checkout's bridge (an A/B comparison in one run) against this harness."""
 PARTS = ("ceiling", "naive", "full", "rates", "outage", "batches")
@@ -251,6 +253,13 @@ async def bridge_run(
         process = await trio.lowlevel.open_process([sys.executable, "-m", "bridge", "run"], env=env, stdout=log,
                                                    stderr=log)  # fmt: skip
         watched = psutil.Process(process.pid)
+        profiler = None
+        if "dir" in PROFILE and rate is None and outage_s is None:
+            # --gil: only the thread holding the GIL, which is what bounds a CPU-bound Python process
+            out = PROFILE["dir"] / f"bridge-{time.strftime('%Y%m%d-%H%M%S')}.txt"
+            profiler = await trio.lowlevel.open_process(
+                ["py-spy", "record", "--pid", str(process.pid), "--gil", "--rate", "200", "--format", "raw",
+                 "--output", str(out)], stdout=log, stderr=log)  # fmt: skip
         while sent.frames_sent == 0:  # noqa: ASYNC110 - the simulator's counter has no event
             await trio.sleep(0.005)
         started, started_wall = time.monotonic(), time.time()
@@ -286,6 +295,9 @@ async def bridge_run(
         if process.returncode is None:
             process.kill()
             await process.wait()
+        if profiler is not None:
+            with trio.move_on_after(30):
+                await profiler.wait()  # py-spy writes its file when the bridge exits
         nursery.cancel_scope.cancel()
     last = last_commit_epoch(url)
     seconds = (last - started_wall) if last is not None and rate is None else finished - started
@@ -419,8 +431,12 @@ def main() -> None:
     parser.add_argument("--contracts", type=int, default=200, help="distinct contracts in the stream")
     parser.add_argument("--skip", default="", help=f"comma-separated parts to leave out: {', '.join(PARTS)}")
     parser.add_argument("--database-url")
+    parser.add_argument("--profile", help="write py-spy's collapsed stacks of the full-speed bridge to this directory")
     parser.add_argument("--bridge-src", help="run `bridge run` from this src/ directory (another checkout)")
     args = parser.parse_args()
+    if args.profile:
+        PROFILE["dir"] = Path(args.profile).resolve()
+        PROFILE["dir"].mkdir(parents=True, exist_ok=True)
     if args.bridge_src:
         BRIDGE_PYTHONPATH["PYTHONPATH"] = str(Path(args.bridge_src).resolve())
     with tempfile.TemporaryDirectory(prefix="bridge-bench-") as directory:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from bridge.domain.models import OptionsFlowRow, ReceivedFrame
-from bridge.domain.nbbo import NbboBook, Quote
+from bridge.domain.nbbo import NbboBook
 from bridge.domain.normalizers.polygon import PolygonNormalizer
 from bridge.domain.quote_subscriptions import QuoteSubscriptions
 
@@ -119,7 +119,7 @@ def test_the_book_is_bounded_and_evicts_idle_contracts() -> None:
     book.update("C4", Decimal(1), Decimal(2), 5000)
     assert len(book) == 1
     book.update("C4", Decimal(9), Decimal(9), 10)  # older: ignored
-    assert book.usable("C4", 5000, 0) == Quote(Decimal(1), Decimal(2), 5000)
+    assert book.usable("C4", 5000, 0) == (Decimal(1), Decimal(2), 5000)
 
 
 def test_quote_subscriptions_keep_pinned_and_drop_the_least_recently_traded() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from decimal import Decimal
-from typing import NamedTuple
 
 import attrs
 
@@ -18,23 +17,19 @@ Price = Decimal | float | int
 """A price as the vendor sent it: quotes outnumber trades, so only the quotes a trade uses become ``Decimal``."""
 
 
-class Quote(NamedTuple):
-    """A contract's best bid and offer at ``at_ms`` (exchange time, Unix ms).
+Quote = tuple[Price, Price, int]
+"""A contract's best bid and offer at ``at_ms`` (exchange time, Unix ms): ``(bid, ask, at_ms)``.
 
-    A ``NamedTuple`` rather than an attrs class: the firehose builds one per quote event, and a
-    tuple is built several times faster while staying immutable and comparable.
-    """
-
-    bid: Price
-    ask: Price
-    at_ms: int
+A plain tuple rather than an attrs class or a ``NamedTuple``: the firehose stores one per quote
+event, and a tuple is built several times faster while staying immutable and comparable.
+"""
 
 
 @attrs.define
 class NbboBook:
     max_idle_ms: int = 15 * 60 * 1000
     max_contracts: int = 200_000
-    _quotes: OrderedDict[str, tuple[Price, Price, int]] = attrs.field(factory=OrderedDict, init=False)
+    _quotes: OrderedDict[str, Quote] = attrs.field(factory=OrderedDict, init=False)
     _check_at_ms: int = attrs.field(default=0, init=False)
     """No entry can be idle for longer than ``max_idle_ms`` before this event time."""
     evicted: int = attrs.field(default=0, init=False)
@@ -47,8 +42,8 @@ class NbboBook:
     def update(self, contract: str, bid: Price, ask: Price, at_ms: int) -> None:
         """The contract's quote as of ``at_ms``; an older quote arriving late never replaces a newer one.
 
-        Takes the parts rather than a ``Quote``: there are more quotes than trades, and only the
-        quotes a trade uses need to become objects (``usable``).
+        Prices are kept as sent: there are more quotes than trades, so only the quotes a trade
+        uses are converted to ``Decimal`` (by the normalizer).
         """
         quotes = self._quotes
         current = quotes.get(contract)
@@ -65,7 +60,7 @@ class NbboBook:
         stored = self._quotes.get(contract)
         if stored is None or not 0 <= at_ms - stored[2] <= max_age_ms:
             return None
-        return Quote(*stored)
+        return stored
 
     def __len__(self) -> int:
         return len(self._quotes)

@@ -19,6 +19,12 @@ def infer_side(price: Decimal, bid: Decimal | None, ask: Decimal | None) -> Side
     """
     if bid is None or ask is None or not usable_quote(bid, ask):
         return "unknown"
+    return side_within(price, bid, ask)
+
+
+def side_within(price: Decimal, bid: Decimal, ask: Decimal) -> Side:
+    """``infer_side`` for a quote already known to be usable (the firehose checks that once, when it
+    looks the quote up, rather than once more per trade)."""
     if price >= ask:
         return "buy"
     if price <= bid:
