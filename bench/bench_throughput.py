@@ -70,6 +70,8 @@ QUOTE_SHARE = 0.6
 FULL_SPEED_GUESS = 40_000.0
 """Trades/s the full-speed frames' event times assume: a run a few times faster or slower than this
 still stays well inside the bridge's one-hour plausibility window."""
+BRIDGE_ENV: dict[str, str] = {}
+"""``--bridge-env K=V,...``: settings given to every bridge run (an A/B of a setting)."""
 PROFILE: dict[str, Path] = {}
 """``--profile DIR``: py-spy samples the bridge during the full-speed run (collapsed stacks, GIL holder only)."""
 BRIDGE_PYTHONPATH: dict[str, str] = {}
@@ -135,8 +137,15 @@ def execute(url: str, sql: str) -> list[tuple[Any, ...]]:
         return cursor.fetchall() if cursor.description else []
 
 
+def empty_table(url: str, also: str = "") -> None:
+    """Every measurement starts from an empty table and a fresh checkpoint, so that no run pays for
+    the previous one's WAL being flushed."""
+    execute(url, f"truncate options_flow{also}")
+    execute(url, "checkpoint")
+
+
 def copy_ceiling(url: str, rows: list[OptionsFlowRow]) -> float:
-    execute(url, "truncate options_flow")
+    empty_table(url)
     columns = ", ".join(OPTIONS_FLOW_COLUMNS)
     tuples = [_options_flow_tuple(row) for row in rows]
     started = time.perf_counter()
@@ -151,7 +160,7 @@ def copy_ceiling(url: str, rows: list[OptionsFlowRow]) -> float:
 
 
 def naive_inserts(url: str, rows: list[OptionsFlowRow]) -> float:
-    execute(url, "truncate options_flow")
+    empty_table(url)
     columns = ", ".join(OPTIONS_FLOW_COLUMNS)
     marks = ", ".join(["%s"] * len(OPTIONS_FLOW_COLUMNS))
     started = time.perf_counter()
@@ -233,7 +242,7 @@ async def bridge_run(
     env_extra: dict[str, str] | None = None,
 ) -> BridgeRun:
     """Serve ``frames`` to a `bridge run` process until every trade is committed (or 10 minutes pass)."""
-    execute(url, "truncate options_flow, bridge_dead_letters")
+    empty_table(url, ", bridge_dead_letters")
     trades = sum(frame.trades for frame in frames)
     sent = SentLog()
     proxy, proxied_url = proxied(url)
@@ -248,7 +257,7 @@ async def bridge_run(
                "DATABASE_URL": database_url,
                "BRIDGE_POLYGON_API_KEY": KEY, "BRIDGE_POLYGON_URL": sim, "BRIDGE_HOME": str(home),
                "BRIDGE_HTTP_PORT": str(free_port()), "BRIDGE_HTTP_HOST": "127.0.0.1",
-               "BRIDGE_LOG_LEVEL": "warning", **(env_extra or {})}  # fmt: skip
+               "BRIDGE_LOG_LEVEL": "warning", **BRIDGE_ENV, **(env_extra or {})}  # fmt: skip
         log = (home / "bridge.log").open("ab")
         process = await trio.lowlevel.open_process([sys.executable, "-m", "bridge", "run"], env=env, stdout=log,
                                                    stderr=log)  # fmt: skip
@@ -431,9 +440,11 @@ def main() -> None:
     parser.add_argument("--contracts", type=int, default=200, help="distinct contracts in the stream")
     parser.add_argument("--skip", default="", help=f"comma-separated parts to leave out: {', '.join(PARTS)}")
     parser.add_argument("--database-url")
+    parser.add_argument("--bridge-env", default="", help="K=V,... settings for every bridge run")
     parser.add_argument("--profile", help="write py-spy's collapsed stacks of the full-speed bridge to this directory")
     parser.add_argument("--bridge-src", help="run `bridge run` from this src/ directory (another checkout)")
     args = parser.parse_args()
+    BRIDGE_ENV.update(pair.split("=", 1) for pair in args.bridge_env.split(",") if pair)
     if args.profile:
         PROFILE["dir"] = Path(args.profile).resolve()
         PROFILE["dir"].mkdir(parents=True, exist_ok=True)

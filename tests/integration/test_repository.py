@@ -59,6 +59,20 @@ def test_options_flow_is_idempotent_and_exact(repo: PostgresRepository, database
     assert stored[9]["size"] == Decimal(10)
 
 
+def test_text_columns_with_characters_copy_treats_specially_are_stored_as_given(
+    repo: PostgresRepository, database_url: str
+) -> None:
+    odd = [{"venue": "tab\there"}, {"symbol": "A\\B"}, {"option_symbol": "line\nbreak"}, {"venue": "re\rturn"}]
+    rows = [trade(n, **changes) for n, changes in enumerate(odd)]
+    rows += [trade(4, venue=None, option_type=None, notional=None, strike=None), trade(5)]
+    assert repo.write(Table.OPTIONS_FLOW, rows) == 6
+    stored = fetch_all(database_url, "options_flow", "event_ts")
+    for changes, row in zip(odd, stored, strict=False):
+        assert {column: row[column] for column in changes} == changes
+    assert [stored[4][column] for column in ("venue", "option_type", "notional", "strike")] == [None] * 4
+    assert (stored[5]["symbol"], stored[5]["venue"]) == ("SPY", None)
+
+
 def test_new_trades_are_copied_straight_in_and_an_overlap_goes_through_staging(database_url: str) -> None:
     new_york = timezone(timedelta(hours=-5))
     rows = [trade(n, event_ts=T0.astimezone(new_york) + timedelta(microseconds=7 * n + 1),

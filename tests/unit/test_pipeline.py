@@ -66,7 +66,8 @@ async def test_writers_batch_by_size(autojump_clock: trio.testing.MockClock) -> 
     ) as pipeline:
         for n in range(7):
             await pipeline.emit(trade_frame(n))
-    assert options_writes(repository) == [3, 3, 1]  # the last partial batch is flushed on close
+    # the last partial batch is flushed on close; two options_flow writers may commit in either order
+    assert sorted(options_writes(repository)) == [1, 3, 3]
     assert len(repository.options_flow) == 7
 
 

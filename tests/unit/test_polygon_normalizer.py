@@ -7,11 +7,14 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.domain.models import OptionsFlowRow, ReceivedFrame
 from bridge.domain.nbbo import NbboBook
 from bridge.domain.normalizers.polygon import PolygonNormalizer
 from bridge.domain.quote_subscriptions import QuoteSubscriptions
+from bridge.domain.side import infer_side, usable_quote
 
 T = 1795185000000  # 2026-11-20T14:30:00Z in Unix ms
 SYM = "O:SPY251219C00650000"
@@ -50,6 +53,28 @@ def test_a_trade_becomes_a_complete_row() -> None:
 def test_side_at_every_boundary_of_the_quote(price: float, side: str) -> None:
     (row,) = PolygonNormalizer()(frame(quote(1.50, 1.60), trade(price))).rows
     assert row.side == side  # type: ignore[union-attr]
+
+
+PRICES = st.one_of(
+    st.integers(min_value=0, max_value=5000).map(lambda cents: cents / 100),  # what OPRA sends
+    st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False),
+    st.integers(min_value=0, max_value=50),
+)
+
+
+@given(bid=PRICES, ask=PRICES, price=PRICES)
+def test_the_side_of_float_prices_is_the_decimal_rule(bid: float, ask: float, price: float) -> None:
+    """A float price counts as the Decimal of its shortest repr, and the side rule is stated in Decimal."""
+    (row,) = PolygonNormalizer()(frame(quote(bid, ask), trade(price))).rows
+    as_sent = [Decimal(repr(value)) for value in (price, bid, ask)]
+    assert row.side == infer_side(*as_sent)  # type: ignore[union-attr]
+    quote_used = (as_sent[1], as_sent[2]) if usable_quote(as_sent[1], as_sent[2]) else (None, None)
+    assert (row.bid, row.ask) == quote_used  # type: ignore[union-attr]
+
+
+def test_wide_or_odd_prices_keep_their_exact_midpoint() -> None:
+    (row,) = PolygonNormalizer()(frame(quote(0.1, 0.2), trade(0.15))).rows
+    assert row.side == "unknown"  # type: ignore[union-attr]  # in binary floats 0.15 < (0.1 + 0.2) / 2
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,10 @@ class MemoryRepository:
     fail: Callable[[Table, Sequence[Row]], None] | None = None
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
 
-    def write(self, table: Table, rows: Sequence[Row]) -> int:
+    def encode(self, table: Table, rows: Sequence[Row]) -> bytes | None:
+        return None
+
+    def write(self, table: Table, rows: Sequence[Row], encoded: Sequence[bytes] | None = None) -> int:
         with self._lock:
             if self.fail is not None:
                 self.fail(table, rows)

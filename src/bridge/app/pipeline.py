@@ -59,6 +59,8 @@ class Pipeline:
     stats: PipelineStats
     tap: FrameTap | None = None
     max_frame_bytes: int = 16 * 1024 * 1024
+    encode: Callable[[Table, Sequence[Row]], bytes | None] = lambda table, rows: None
+    """The repository's ``encode``: rows are encoded as they are made (see ``Repository.encode``)."""
 
     def _oversized(self, frame: ReceivedFrame) -> tuple[str, str] | None:
         if len(frame.text) * 4 <= self.max_frame_bytes:  # cheap: a character is at most 4 bytes
@@ -95,7 +97,8 @@ class Pipeline:
             by_table[row.table].append(row)
         for table, table_rows in by_table.items():
             self.stats.rows_normalized[table] += len(table_rows)
-            await self.channels[table].send(Delivery(frame.feed, table_rows, received_s))
+            encoded = self.encode(table, table_rows)
+            await self.channels[table].send(Delivery(frame.feed, table_rows, received_s, encoded))
         if letters:
             self.stats.frames_dead_lettered[frame.feed] += 1
             self.stats.rows_normalized[Table.DEAD_LETTERS] += len(letters)
@@ -140,7 +143,7 @@ async def open_pipeline(
             channels[table] = send
             nursery.start_soon(writer(table, dead_send.clone()).run, receive)
         try:
-            yield Pipeline(normalizers, channels, stats, tap, config.max_frame_bytes)
+            yield Pipeline(normalizers, channels, stats, tap, config.max_frame_bytes, repository.encode)
         finally:
             for channel in channels.values():
                 channel.close()

@@ -36,6 +36,8 @@ class Delivery:
     rows: Sequence[Row]
     received_s: float = attrs.field(factory=trio.current_time)
     """trio's clock when the frame was received: received → committed latency is measured from here."""
+    encoded: bytes | None = None
+    """``Repository.encode`` of ``rows``, when the repository encodes (not kept in the spool)."""
 
 
 @attrs.frozen
@@ -281,15 +283,16 @@ class TableWriter:
 
     async def write(self, deliveries: list[Delivery]) -> None:
         rows = [row for delivery in deliveries for row in delivery.rows]
+        encoded = [delivery.encoded for delivery in deliveries]
         try:
-            await self._write_with_retry(rows)
+            await self._write_with_retry(rows, encoded if None not in encoded else None)  # type: ignore[arg-type]
         except DataRejected:
             await self._isolate_rejected(deliveries)
         now = trio.current_time()
         for delivery in deliveries:
             self.stats.commit_latency_s.observe(now - delivery.received_s, times=len(delivery.rows))
 
-    async def _write_with_retry(self, rows: Sequence[Row]) -> None:
+    async def _write_with_retry(self, rows: Sequence[Row], encoded: Sequence[bytes] | None = None) -> None:
         attempt = 0
         while True:
             try:
@@ -298,11 +301,11 @@ class TableWriter:
                     # abandoned on cancel (shutdown grace): the batch is then spooled; if the thread's
                     # write commits after all, replaying it from the spool writes nothing twice
                     written = await trio.to_thread.run_sync(
-                        self.repository.write, self.table, rows, abandon_on_cancel=True
+                        self.repository.write, self.table, rows, encoded, abandon_on_cancel=True
                     )
                 else:
                     await trio.lowlevel.checkpoint()
-                    written = self.repository.write(self.table, rows)
+                    written = self.repository.write(self.table, rows, encoded)
                 self.stats.write_seconds[self.table].observe(trio.current_time() - started)
                 self.stats.batch_rows[self.table].observe(len(rows))
             except DataRejected:

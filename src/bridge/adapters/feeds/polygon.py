@@ -68,11 +68,15 @@ class PolygonProtocol:
             return frame  # the normalizer dead-letters it with the reason
         if not isinstance(decoded, list):
             return attrs.evolve(frame, decoded=decoded)
-        # comprehensions, not a loop with branches: this runs for every event of the firehose
-        events = [event for event in decoded if type(event) is dict]
-        for status in [event for event in events if event.get("ev") == "status"]:
-            self._log_status(status)
-        traded = [symbol for event in events if event.get("ev") == "T" and type(symbol := event.get("sym")) is str]
+        # comprehensions, not a loop with branches: this runs for every event of the firehose; status
+        # events are rare, so the frame's text is searched (in C) before its events are
+        if "status" in frame.text:
+            for status in [event for event in decoded if type(event) is dict and event.get("ev") == "status"]:
+                self._log_status(status)
+        traded = [
+            sym for event in decoded
+            if type(event) is dict and event.get("ev") == "T" and type(sym := event.get("sym")) is str
+        ]  # fmt: skip
         if traded:
             added, dropped = self.quotes.on_trades(traded)
             if added or dropped:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Final, Literal, TypeVar
 from uuid import UUID
 
@@ -73,6 +73,12 @@ _STAGE_PER_TRANSACTION_DDL: Final = (
     f"create temp table if not exists {STAGE} (like public.options_flow including defaults) on commit drop"
 )
 _COLUMN_LIST: Final = ", ".join(OPTIONS_FLOW_COLUMNS)
+_COPY_COLUMNS: Final = (
+    "id", "received_at", "event_ts", "size", "notional", "strike", "expiration", "trade_price", "bid", "ask",
+    "symbol", "option_symbol", "source", "venue", "side", "option_type", "raw",
+)  # fmt: skip
+"""The COPY payload's column order: the free-text columns together, so they are checked for escapes at once."""
+_COPY_LIST: Final = ", ".join(_COPY_COLUMNS)
 # Content the database refuses: data exceptions (22), integrity violations (23), over-size values (54).
 _CONTENT_ERRORS: Final = (pg_errors.DataError, pg_errors.IntegrityError, pg_errors.ProgramLimitExceeded)
 
@@ -137,44 +143,50 @@ def _copy_text(value: str) -> str:
 
 
 def _options_flow_copy_data(rows: Sequence[OptionsFlowRow]) -> bytes:
-    """The batch as one COPY text-format payload, in ``OPTIONS_FLOW_COLUMNS`` order.
+    """The batch as one COPY text-format payload, in ``_COPY_COLUMNS`` order.
 
     Formatted here rather than by ``Copy.write_row``: psycopg's per-value dumpers took half of the
     writer's time, while ``isoformat``, ``str`` and one ``orjson.dumps`` per row are C calls, and a
-    frame's shared ``received_at`` (and a shared ``event_ts``) is formatted once. Text columns are
-    escaped only when one of them holds a character COPY treats specially (one scan of them all, the common case); JSON
-    text never holds a raw tab or newline (they are escaped), so only its backslashes need doubling.
+    value shared by consecutive rows (a frame's ``received_at``, an ``event_ts``) or by many
+    (a contract's expiration) is formatted once. The free-text columns come together, so one scan
+    of them finds whether any needs escaping (the rare case); JSON text never holds a raw tab or
+    newline (they are escaped), so only its backslashes need doubling.
     """
     lines: list[str] = []
+    append = lines.append
     last_received: datetime | None = None
     last_event: datetime | None = None
     received = event = ""
+    dates: dict[date, str] = {}
     null = _NULL
+    dumps = orjson.dumps
     for row in rows:
         if row.received_at is not last_received:
             last_received, received = row.received_at, row.received_at.isoformat()
         if row.event_ts is not last_event:  # a normalizer may share one datetime between trades
             last_event, event = row.event_ts, row.event_ts.isoformat()
-        expiration, notional, strike, price, bid, ask, raw = (
-            row.expiration, row.notional, row.strike, row.trade_price, row.bid, row.ask, row.raw
+        expiration, notional, strike, price, bid, ask, option_type, venue, raw = (
+            row.expiration, row.notional, row.strike, row.trade_price, row.bid, row.ask, row.option_type, row.venue,
+            row.raw,
         )  # fmt: skip
-        symbol, option_symbol, side, source = row.symbol, row.option_symbol, str(row.side), row.source
-        option_type, venue = str(row.option_type or ""), row.venue or ""
-        texts = symbol + option_symbol + side + source + option_type + venue
-        if "\\" in texts or "\t" in texts or "\n" in texts or "\r" in texts:
-            symbol, option_symbol, side, source, option_type, venue = map(
-                _copy_text, (symbol, option_symbol, side, source, option_type, venue)
-            )
-        lines.append("\t".join((
-            row.id.hex, received, event, symbol, option_symbol, side, str(row.size),
-            null if notional is None else str(notional), null if strike is None else str(strike),
-            null if expiration is None else expiration.isoformat(),
-            option_type if row.option_type is not None else null,
-            null if price is None else str(price), null if bid is None else str(bid),
-            null if ask is None else str(ask), venue if row.venue is not None else null, source,
-            null if raw is None else orjson.dumps(raw).decode().replace("\\", "\\\\"),
+        if expiration is None:
+            expiration_text = null
+        elif (expiration_text := dates.get(expiration)) is None:  # type: ignore[assignment]
+            expiration_text = dates[expiration] = expiration.isoformat()
+        # the free-text columns, checked at once; ``side`` and ``option_type`` are literals of the domain
+        symbol, option_symbol, source = row.symbol, row.option_symbol, row.source
+        free = (symbol, option_symbol, source) if venue is None else (symbol, option_symbol, source, venue)
+        texts = "\t".join(free)
+        if "\\" in texts or "\n" in texts or "\r" in texts or texts.count("\t") != len(free) - 1:
+            texts = "\t".join(map(_copy_text, free))
+        append("\t".join((
+            row.id.hex, received, event, str(row.size),
+            null if notional is None else str(notional), null if strike is None else str(strike), expiration_text,
+            null if price is None else str(price), null if bid is None else str(bid), null if ask is None else str(ask),
+            texts if venue is not None else texts + "\t\\N", row.side, null if option_type is None else option_type,
+            null if raw is None else dumps(raw).decode().replace("\\", "\\\\"),
         )))  # fmt: skip
-    lines.append("")
+    append("")
     return "\n".join(lines).encode()
 
 
@@ -196,7 +208,6 @@ class PostgresRepository:
         self._account_ids: dict[AccountRef, UUID] = {}
         self._account_lock = threading.Lock()
         self._writers: Mapping[Table, Callable[[Cursor, Sequence[Any]], tuple[int, dict[AccountRef, UUID]]]] = {
-            Table.OPTIONS_FLOW: self._write_options_flow,
             Table.NEWS_EVENTS: self._write_news,
             Table.BROKER_ACCOUNTS: self._write_accounts,
             Table.BROKER_POSITIONS: self._write_positions,
@@ -204,7 +215,13 @@ class PostgresRepository:
             Table.DEAD_LETTERS: self._write_dead_letters,
         }
 
-    def write(self, table: Table, rows: Sequence[Row]) -> int:
+    def encode(self, table: Table, rows: Sequence[Row]) -> bytes | None:
+        """``options_flow`` rows as their COPY payload (the other tables go by ``unnest``: ``None``)."""
+        if table is not Table.OPTIONS_FLOW or not self.use_copy:
+            return None
+        return _options_flow_copy_data(rows)  # type: ignore[arg-type]  # rows of the table
+
+    def write(self, table: Table, rows: Sequence[Row], encoded: Sequence[bytes] | None = None) -> int:
         """Write one batch of one table in one transaction; ``DataRejected`` if its content is refused.
 
         Two refusals may be transient and get one more attempt before they count as content errors:
@@ -214,21 +231,28 @@ class PostgresRepository:
         """
         if not rows:
             return 0
+        payload = None
+        if table is Table.OPTIONS_FLOW and self.use_copy:
+            payload = b"".join(encoded) if encoded is not None else _options_flow_copy_data(rows)  # type: ignore[arg-type]
         try:
             try:
-                return self._write_once(table, rows)
+                return self._write_once(table, rows, payload)
             except pg_errors.ForeignKeyViolation:
                 with self._account_lock:
                     self._account_ids.clear()
-                return self._write_once(table, rows)
+                return self._write_once(table, rows, payload)
             except pg_errors.UniqueViolation:
-                return self._write_once(table, rows)
+                return self._write_once(table, rows, payload)
         except _CONTENT_ERRORS as exc:
             raise DataRejected(_first_line(exc)) from None
 
-    def _write_once(self, table: Table, rows: Sequence[Row]) -> int:
+    def _write_once(self, table: Table, rows: Sequence[Row], payload: bytes | None) -> int:
         with self.pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
-            written, new_accounts = self._writers[table](cursor, rows)
+            new_accounts: dict[AccountRef, UUID] = {}
+            if table is Table.OPTIONS_FLOW:
+                written = self._write_options_flow(cursor, rows, payload)  # type: ignore[arg-type]
+            else:
+                written, new_accounts = self._writers[table](cursor, rows)
         if new_accounts:  # only after the commit, so a rolled-back account is never cached
             with self._account_lock:
                 self._account_ids.update(new_accounts)
@@ -245,26 +269,26 @@ class PostgresRepository:
 
     # -- options_flow ------------------------------------------------------------------------------
 
-    def _write_options_flow(self, cursor: Cursor, rows: Sequence[OptionsFlowRow]) -> tuple[int, dict[AccountRef, UUID]]:
-        """COPY straight into the table; if any id is already there (a replay, an overlap after a
-        reconnect, another replica), that attempt is rolled back to a savepoint and the batch goes
-        through the staging table with ``on conflict do nothing``. The direct COPY is the common
-        case and costs the database about half of the staged path (measured in ``bench/``)."""
-        if self.use_copy:
-            data = _options_flow_copy_data(rows)
+    def _write_options_flow(self, cursor: Cursor, rows: Sequence[OptionsFlowRow], data: bytes | None) -> int:
+        """COPY ``data`` (the rows' COPY payload) straight into the table; if any id is already there
+        (a replay, an overlap after a reconnect, another replica), that attempt is rolled back to a
+        savepoint and the batch goes through the staging table with ``on conflict do nothing``. The
+        direct COPY is the common case and costs the database about half of the staged path
+        (measured in ``bench/``). Without ``data`` (``use_copy=False``): one ``unnest`` insert."""
+        if data is not None:
             try:
                 with (
                     cursor.connection.transaction(),
-                    cursor.copy(f"copy public.options_flow ({_COLUMN_LIST}) from stdin") as copy,
+                    cursor.copy(f"copy public.options_flow ({_COPY_LIST}) from stdin") as copy,
                 ):
                     copy.write(data)
                 self.direct_copies += 1
-                return len(rows), {}
+                return len(rows)
             except pg_errors.UniqueViolation:
                 self.staged_copies += 1
             if self.stage_per_transaction:
                 cursor.execute(_STAGE_PER_TRANSACTION_DDL)
-            with cursor.copy(f"copy {STAGE} ({_COLUMN_LIST}) from stdin") as copy:
+            with cursor.copy(f"copy {STAGE} ({_COPY_LIST}) from stdin") as copy:
                 copy.write(data)
             cursor.execute(
                 f"insert into public.options_flow ({_COLUMN_LIST}) select {_COLUMN_LIST} from {STAGE}"
@@ -277,7 +301,7 @@ class PostgresRepository:
                 " on conflict (id) do nothing",
                 _columns(values, len(OPTIONS_FLOW_COLUMNS)),
             )
-        return cursor.rowcount, {}
+        return cursor.rowcount
 
     # -- news_events ---------------------------------------------------------------------------------
 
