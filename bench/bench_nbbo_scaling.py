@@ -3,8 +3,9 @@
     python bench/bench_nbbo_scaling.py [--contracts 1000,100000,1000000] [--trades 200000]
                                        [--max-idle-s 900]
 
-For each size N, in one process, no I/O: the book is first filled with one quote for each of N
-distinct contracts (the memory still held afterwards is measured with tracemalloc),
+For each size N, in a fresh process of its own, no I/O: the book is first filled with one quote for
+each of N distinct contracts (the memory still held afterwards is measured with tracemalloc, and
+the process's peak RSS is reported at the end),
 then frames of 200 events (60 % quotes, 40 % trades, contracts drawn uniformly from the N) are
 normalized and timed, JSON decoding included. A last line shows the book bounded by
 BRIDGE_NBBO_MAX_CONTRACTS: N = the largest size, limit = a tenth of it.
@@ -20,6 +21,9 @@ from __future__ import annotations
 import argparse
 import gc
 import random
+import resource
+import subprocess
+import sys
 import time
 import tracemalloc
 from datetime import UTC, date, datetime, timedelta
@@ -97,12 +101,17 @@ def main() -> None:
     parser.add_argument("--contracts", default="1000,100000,1000000")
     parser.add_argument("--trades", type=int, default=200_000)
     parser.add_argument("--max-idle-s", type=float, default=900)
+    parser.add_argument("--one", nargs=2, type=int, metavar=("N", "LIMIT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    tune_garbage_collector()
+    if args.one:  # a child: one measurement, then this process's peak RSS
+        tune_garbage_collector()
+        line = measure(args.one[0], args.trades, args.one[1], args.max_idle_s)
+        print(f"{line}; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB", flush=True)
+        return
     sizes = [int(value) for value in args.contracts.split(",")]
-    for size in sizes:
-        print(measure(size, args.trades, max(size, 1), args.max_idle_s), flush=True)
-    print(measure(sizes[-1], args.trades, max(sizes[-1] // 10, 1), args.max_idle_s), flush=True)
+    for size, limit in [(size, size) for size in sizes] + [(sizes[-1], max(sizes[-1] // 10, 1))]:
+        subprocess.run([sys.executable, __file__, "--one", str(size), str(limit), "--trades", str(args.trades),
+                        "--max-idle-s", str(args.max_idle_s)], check=True)  # fmt: skip
 
 
 if __name__ == "__main__":
