@@ -136,15 +136,15 @@ def test_a_frame_that_is_not_an_array_is_dead_lettered() -> None:
     assert result.dead_letters[0].reason == "expected a JSON array of events"
 
 
-def test_the_book_is_bounded_and_evicts_idle_contracts() -> None:
-    book = NbboBook(max_idle_ms=1000, max_contracts=3)
-    for n in range(5):
-        book.update(f"C{n}", Decimal(1), Decimal(2), n)
-    assert len(book) == 3
+def test_a_late_older_quote_never_replaces_a_newer_one() -> None:
+    book = NbboBook(max_idle_ms=1000, max_contracts=10)
     book.update("C4", Decimal(1), Decimal(2), 5000)
-    assert len(book) == 1
     book.update("C4", Decimal(9), Decimal(9), 10)  # older: ignored
     assert book.usable("C4", 5000, 0) == (Decimal(1), Decimal(2), 5000)
+    book.update("C0", Decimal(1), Decimal(2), 5600)  # half the idle time on: C4 is now in the older generation
+    book.update("C4", Decimal(9), Decimal(9), 10)
+    assert book.usable("C4", 5000, 0) == (Decimal(1), Decimal(2), 5000)
+    assert len(book) == 2
 
 
 def test_quote_subscriptions_keep_pinned_and_drop_the_least_recently_traded() -> None:
@@ -163,11 +163,11 @@ def test_idle_contracts_leave_the_book_as_event_time_passes() -> None:
     book = NbboBook(max_idle_ms=1000, max_contracts=100)
     for contract, at_ms in (("C1", 0), ("C2", 800), ("C3", 1500)):
         book.update(contract, Decimal(1), Decimal(2), at_ms)
-    assert (len(book), book.evicted) == (2, 1)  # C1: idle 1500 ms
-    book.update("C2", Decimal(1), Decimal(2), 1600)  # quoted again: no longer the oldest
-    book.update("C4", Decimal(1), Decimal(2), 2600)
-    assert book.usable("C3", 2600, 10_000) is None and book.usable("C2", 2600, 10_000) is not None
-    assert (len(book), book.evicted) == (2, 2)
+    assert book.usable("C1", 1500, 10_000) is None and book.evicted == 1  # C1: idle 1500 ms
+    assert book.usable("C2", 1500, 10_000) is not None  # C2: idle 700 ms
+    book.update("C4", Decimal(1), Decimal(2), 2400)
+    assert book.usable("C2", 2400, 10_000) is None  # C2: idle 1600 ms
+    assert book.usable("C3", 2400, 10_000) is not None and len(book) == 2
 
 
 def test_the_book_limits_come_from_the_environment() -> None:

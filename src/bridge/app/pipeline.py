@@ -44,7 +44,7 @@ class PipelineConfig:
     max_frame_bytes: int = 16 * 1024 * 1024
     spool_dir: Path | None = None
     """Where writers spool batches the database cannot take; ``None``: hold the feeds back instead."""
-    buffer_max_rows: int = 50_000
+    buffer_max_rows: int = 25_000
     """Rows each writer keeps in memory before spooling (or, without a spool, before feeds wait)."""
     options_flow_writers: int = 2
     """``options_flow`` batches written at once: the database stores one while the next is encoded."""

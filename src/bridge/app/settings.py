@@ -151,7 +151,7 @@ class Settings:
         ),
     )
     buffer_max_rows: PositiveInt = attrs.field(
-        default=PositiveInt(50_000),
+        default=PositiveInt(25_000),
         metadata=_env("BRIDGE_BUFFER_MAX_ROWS", "rows each table's writer holds in memory before spooling to disk"),
     )
     options_flow_writers: PositiveInt = attrs.field(

@@ -88,7 +88,7 @@ class TableWriter:
 
     spool: Spool | None = None
     """Where batches go beyond ``buffer_max_rows`` (and at shutdown, when the database is down)."""
-    buffer_max_rows: int = 50_000
+    buffer_max_rows: int = 25_000
     concurrency: int = 1
     """Batches written at once (each on its own connection). Above 1 only for tables whose writes do
     not depend on their order (``options_flow``: insert-only with deterministic ids), so that the
