@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import attrs
 import trio
 import trio.testing
 
@@ -15,7 +16,7 @@ from bridge.adapters.spool import DiskSpool
 from bridge.app.stats import PipelineStats
 from bridge.app.writer import Delivery, TableWriter
 from bridge.domain.ids import stable_id
-from bridge.domain.models import AccountRef, BrokerPositionRow, DeadLetter, OptionsFlowRow, Row, Table
+from bridge.domain.models import AccountRef, BrokerPositionRow, DeadLetter, OptionsFlowRow, RawJson, Row, Table
 from bridge.domain.policies import BackoffPolicy, BatchPolicy
 
 T0 = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
@@ -45,7 +46,9 @@ def test_batches_round_trip_in_order_and_survive_a_reopen(tmp_path: Path) -> Non
 def test_every_row_type_survives_the_codec(tmp_path: Path) -> None:
     position = BrokerPositionRow(AccountRef("tastytrade", "5WT"), "SPY", Decimal("-3"), T0, raw={"a": 1})
     letter = DeadLetter(stable_id("d", 1), "console", T0, "invalid JSON", "{")
-    for table, row in ((Table.BROKER_POSITIONS, position), (Table.DEAD_LETTERS, letter)):
+    firehose_trade = attrs.evolve(trade(1), raw=RawJson('{"ev":"T","p":1.25}'))  # raw kept as its JSON text
+    for table, row in ((Table.BROKER_POSITIONS, position), (Table.DEAD_LETTERS, letter),
+                       (Table.OPTIONS_FLOW, firehose_trade)):  # fmt: skip
         spool = DiskSpool(tmp_path, table).open()
         spool.append(7, [("f", [row])])
         assert DiskSpool(tmp_path, table).open().peek() == (7, [("f", [row])])

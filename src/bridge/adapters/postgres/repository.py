@@ -39,6 +39,7 @@ from bridge.domain.models import (
     JsonObject,
     NewsEventRow,
     OptionsFlowRow,
+    RawJson,
     Row,
     Table,
 )
@@ -83,8 +84,9 @@ _COPY_LIST: Final = ", ".join(_COPY_COLUMNS)
 _CONTENT_ERRORS: Final = (pg_errors.DataError, pg_errors.IntegrityError, pg_errors.ProgramLimitExceeded)
 
 
-def _json(value: JsonObject | None) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
+def _json(value: JsonObject | RawJson | None) -> str | None:
+    """JSON text for a ``jsonb`` column (a ``RawJson`` is text already)."""
+    return value if value is None or type(value) is str else orjson.dumps(value).decode()
 
 
 def _unnest(types: Sequence[str]) -> str:
@@ -184,7 +186,7 @@ def _options_flow_copy_data(rows: Sequence[OptionsFlowRow]) -> bytes:
             null if notional is None else str(notional), null if strike is None else str(strike), expiration_text,
             null if price is None else str(price), null if bid is None else str(bid), null if ask is None else str(ask),
             texts if venue is not None else texts + "\t\\N", row.side, null if option_type is None else option_type,
-            null if raw is None else dumps(raw).decode().replace("\\", "\\\\"),
+            null if raw is None else (raw if type(raw) is str else dumps(raw).decode()).replace("\\", "\\\\"),
         )))  # fmt: skip
     append("")
     return "\n".join(lines).encode()

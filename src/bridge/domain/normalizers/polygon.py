@@ -19,11 +19,12 @@ from decimal import Decimal
 from typing import Any, Final
 
 import attrs
+import orjson
 
 from bridge.domain.exchanges import venue
 from bridge.domain.frames import UndecodableFrame, dead_letter, decode_json
 from bridge.domain.ids import id_of_text
-from bridge.domain.models import Normalized, OptionsFlowRow, ReceivedFrame, Row, Side
+from bridge.domain.models import Normalized, OptionsFlowRow, RawJson, ReceivedFrame, Row, Side
 from bridge.domain.nbbo import NbboBook
 from bridge.domain.occ import InvalidOptionSymbol, OptionContract, parse_occ
 from bridge.domain.side import side_within, usable_quote
@@ -183,5 +184,5 @@ class PolygonNormalizer:
         return OptionsFlowRow(
             trade_id, received_at, event_ts, underlying, occ_symbol, side, size, price * size * 100,
             contract.strike, contract.expiration, contract.option_type, price, bid, ask, venue(exchange), SOURCE,
-            event,
+            RawJson(orjson.dumps(event).decode()),
         )  # fmt: skip
