@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
+import orjson
 import pytest
 import trio
 import trio.testing
@@ -14,8 +15,9 @@ from bridge.adapters.memory import MemoryRepository
 from bridge.app.pipeline import PipelineConfig, open_pipeline, run_bridge
 from bridge.app.stats import FeedState, PipelineStats
 from bridge.app.supervisor import run_supervised
-from bridge.domain.models import OptionsFlowRow, Row, Table
+from bridge.domain.models import OptionsFlowRow, ReceivedFrame, Row, Table
 from bridge.domain.normalizers.console import normalize_console
+from bridge.domain.normalizers.polygon import PolygonNormalizer
 from bridge.domain.policies import BackoffPolicy, BatchPolicy
 from bridge.domain.ports import DataRejected, RetryLater
 from tests.unit.fakes import T0, EndlessFeed, ScriptedFeed, trade_frame
@@ -185,6 +187,22 @@ async def test_rows_the_database_refuses_are_dead_lettered_and_the_rest_land(
     assert all("the database refused this options_flow row" in letter.reason for letter in letters)
     assert all('"size":"13"' in letter.frame for letter in letters)
     assert stats.rows_rejected_by_database[Table.OPTIONS_FLOW] == 2
+
+
+async def test_a_refused_firehose_trade_is_dead_lettered_with_its_event_as_json(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def refuse_everything(table: Table, rows: Sequence[Row]) -> None:
+        if table is Table.OPTIONS_FLOW:
+            raise DataRejected("value out of range")
+
+    repository = MemoryRepository(fail=refuse_everything)
+    event = {"ev": "T", "sym": "O:SPY251219C00650000", "x": 302, "p": 1.5, "s": 2, "t": 1795185000000, "q": 1}
+    frame = ReceivedFrame("polygon", T0, orjson.dumps([event]).decode())
+    assert await run_bridge([ScriptedFeed([frame])], repository, {"polygon": PolygonNormalizer()}, config(),
+                            PipelineStats(), clock, never)  # fmt: skip
+    (letter,) = repository.dead_letters.values()
+    assert orjson.loads(letter.frame)["raw"] == event  # the event itself, not a string holding it
 
 
 async def test_the_grace_period_bounds_a_flush_that_cannot_finish(

@@ -352,7 +352,10 @@ class TableWriter:
         if self.dead_letters is None:
             log.error("the database refused a dead letter", feed=feed, reason=reason)
             return
-        text = orjson.dumps(attrs.asdict(row, recurse=True), default=str).decode()
+        fields = attrs.asdict(row, recurse=True)
+        if type(fields.get("raw")) is str:  # a RawJson: JSON text already, kept as the object it is
+            fields["raw"] = orjson.Fragment(fields["raw"])
+        text = orjson.dumps(fields, default=str).decode()
         letter = DeadLetter(
             id=stable_id("rejected_row", self.table, text),
             feed=feed,
