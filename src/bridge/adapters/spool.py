@@ -41,8 +41,8 @@ _codec.register_unstructure_hook(datetime, datetime.isoformat)
 _codec.register_structure_hook(datetime, lambda value, _: datetime.fromisoformat(value))
 _codec.register_unstructure_hook(date, date.isoformat)
 _codec.register_structure_hook(date, lambda value, _: date.fromisoformat(value))
-_codec.register_structure_hook(dict[str, Any] | None, lambda value, _: value)
-_codec.register_structure_hook(dict[str, Any] | RawJson | None, lambda value, _: value)  # a str is the RawJson
+for _raw in (dict[str, Any] | None, dict[str, Any] | RawJson | None):  # ``raw`` as it was (a str: RawJson)
+    _codec.register_structure_hook(_raw, lambda value, _: value)
 
 
 def encode_rows(rows: Sequence[Row]) -> list[Any]:

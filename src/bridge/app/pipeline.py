@@ -57,10 +57,10 @@ class Pipeline:
     normalizers: Mapping[str, Normalizer]
     channels: Mapping[Table, trio.MemorySendChannel[Delivery]]
     stats: PipelineStats
+    encode: Callable[[Table, Sequence[Row]], bytes | None]
+    """The repository's ``encode``: rows are encoded as they are made (see ``Repository.encode``)."""
     tap: FrameTap | None = None
     max_frame_bytes: int = 16 * 1024 * 1024
-    encode: Callable[[Table, Sequence[Row]], bytes | None] = lambda table, rows: None
-    """The repository's ``encode``: rows are encoded as they are made (see ``Repository.encode``)."""
 
     def _oversized(self, frame: ReceivedFrame) -> tuple[str, str] | None:
         if len(frame.text) * 4 <= self.max_frame_bytes:  # cheap: a character is at most 4 bytes
@@ -143,7 +143,7 @@ async def open_pipeline(
             channels[table] = send
             nursery.start_soon(writer(table, dead_send.clone()).run, receive)
         try:
-            yield Pipeline(normalizers, channels, stats, tap, config.max_frame_bytes, repository.encode)
+            yield Pipeline(normalizers, channels, stats, repository.encode, tap, config.max_frame_bytes)
         finally:
             for channel in channels.values():
                 channel.close()

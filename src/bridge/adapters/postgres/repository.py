@@ -161,7 +161,6 @@ def _options_flow_copy_data(rows: Sequence[OptionsFlowRow]) -> bytes:
     received = event = ""
     dates: dict[date, str] = {}
     null = _NULL
-    dumps = orjson.dumps
     for row in rows:
         if row.received_at is not last_received:
             last_received, received = row.received_at, row.received_at.isoformat()
@@ -186,7 +185,7 @@ def _options_flow_copy_data(rows: Sequence[OptionsFlowRow]) -> bytes:
             null if notional is None else str(notional), null if strike is None else str(strike), expiration_text,
             null if price is None else str(price), null if bid is None else str(bid), null if ask is None else str(ask),
             texts if venue is not None else texts + "\t\\N", row.side, null if option_type is None else option_type,
-            null if raw is None else (raw if type(raw) is str else dumps(raw).decode()).replace("\\", "\\\\"),
+            null if raw is None else _json(raw).replace("\\", "\\\\"),  # type: ignore[union-attr]
         )))  # fmt: skip
     append("")
     return "\n".join(lines).encode()

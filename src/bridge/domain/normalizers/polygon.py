@@ -93,21 +93,11 @@ class PolygonNormalizer:
         window_us = (received_us - _TRADE_MAX_AGE_US, received_us + _MAX_CLOCK_SKEW_US)
         rows: list[Row] = []
         reasons: list[str] = []
-        update_book = self.book.update
-        quotes = 0
         for index, event in enumerate(decoded):
             kind = event.get("ev") if type(event) is dict else None
             try:
                 if kind == "Q":
-                    # a quote only updates the book: the common, well-formed case is inlined
-                    contract, bid, ask, at_ms = event.get("sym"), event.get("bp"), event.get("ap"), event.get("t")
-                    if type(contract) is str and type(bid) in _PLAIN_NUMBERS and type(ask) in _PLAIN_NUMBERS:
-                        if type(at_ms) is not int:
-                            at_ms = _epoch_ms(event)
-                        update_book(contract, bid, ask, at_ms)
-                    else:
-                        self._quote(event)
-                    quotes += 1
+                    self._quote(event)
                 elif kind == "T":
                     rows.append(self._trade(event, received_at, window_us))
                 elif kind != "status":
@@ -116,15 +106,12 @@ class PolygonNormalizer:
                     )
             except (InvalidValue, InvalidOptionSymbol) as exc:
                 reasons.append(f"event {index}: {exc}")
-        self.quotes += quotes
         dead = (dead_letter(frame, reasons),) if reasons else ()
         return Normalized(rows=tuple(rows), dead_letters=dead)
 
     def _quote(self, event: dict[str, Any]) -> None:
-        """A quote whose fields are not the plain types ``__call__`` expects: validated and converted.
-
-        Prices that are plain JSON numbers are kept as sent; a trade that uses the quote converts and
-        validates them."""
+        """Kept as sent when the numbers are plain JSON numbers (the common case, checked cheaply);
+        a trade that uses the quote converts and validates its prices."""
         contract = event.get("sym")
         if type(contract) is not str:
             contract = require_text("sym", contract)
@@ -134,6 +121,7 @@ class PolygonNormalizer:
         if type(at_ms) is not int:
             at_ms = _epoch_ms(event)
         self.book.update(contract, bid, ask, at_ms)  # type: ignore[arg-type]  # checked just above
+        self.quotes += 1
 
     def _nbbo(self, ticker: str, at_ms: int) -> tuple[Decimal, Decimal] | tuple[None, None]:
         """The usable (bid, ask) for a trade of ``ticker`` at ``at_ms``, as ``Decimal``; else (None, None)."""
