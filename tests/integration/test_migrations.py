@@ -91,7 +91,9 @@ def test_concurrent_runs_apply_each_migration_once(empty_database: str) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert sorted(results) == [[], [], [], SHIPPED]
+    assert len(results) == 4
+    # each file once, by whichever run took the lock first for it (one run need not apply them all)
+    assert sorted(version for applied in results for version in applied) == sorted(SHIPPED)
 
 
 def test_an_unreachable_database_is_one_line_without_the_password() -> None:
