@@ -56,6 +56,38 @@ def dead_letter(frame: ReceivedFrame, reasons: Sequence[str], kind: str = "inval
     )
 
 
+NORMALIZER_ERROR: Final = "normalizer_error"
+"""The dead-letter kind of a message a normalizer failed on unexpectedly (a bug or an unforeseen shape)."""
+MAX_ERROR_CHARS: Final = 300
+
+
+def unexpected(exc: BaseException) -> str:
+    """The reason for a message that raised something no normalizer expects: ``normalizer_error: Type: msg``.
+
+    The message is cut short: some exceptions (a ``RecursionError``'s, a ``decimal`` context's)
+    carry long or repeated text, and the reason is read by a person.
+    """
+    try:
+        message = str(exc)
+    except Exception:  # an exception whose __str__ fails must still become a reason
+        message = "(unprintable)"
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[:MAX_ERROR_CHARS] + "…"
+    return f"{NORMALIZER_ERROR}: {type(exc).__name__}: {message}"
+
+
+def normalize_totally(normalizer: Callable[[ReceivedFrame], Normalized], frame: ReceivedFrame) -> Normalized:
+    """Call a normalizer so that it cannot raise: anything it raises is that frame's dead letter.
+
+    Normalizers guard each message themselves (so one bad message costs only itself); this is the
+    last line, which keeps a bug from ever restarting a feed or stopping a replay.
+    """
+    try:
+        return normalizer(frame)
+    except Exception as exc:
+        return Normalized(dead_letters=(dead_letter(frame, [unexpected(exc)], NORMALIZER_ERROR),))
+
+
 def normalize_message(frame: ReceivedFrame, rows_of: Callable[[object, datetime], tuple[Row, ...]]) -> Normalized:
     """For protocols whose frame is one JSON message: decode it, build its rows, or say why not."""
     try:
@@ -64,4 +96,6 @@ def normalize_message(frame: ReceivedFrame, rows_of: Callable[[object, datetime]
         return Normalized(dead_letters=(dead_letter(frame, [str(exc)], "invalid_json"),))
     except InvalidValue as exc:
         return Normalized(dead_letters=(dead_letter(frame, [str(exc)]),))
+    except Exception as exc:  # anything else is a bug or a shape nobody foresaw: this message only
+        return Normalized(dead_letters=(dead_letter(frame, [unexpected(exc)], NORMALIZER_ERROR),))
     return Normalized(rows=rows)
