@@ -72,6 +72,7 @@ class Pipeline:
 
     def connected(self, feed: str) -> None:
         self.stats.feed_state[feed] = FeedState.CONNECTED
+        self.stats.feeds_ever_connected.add(feed)
 
     async def emit(self, frame: ReceivedFrame) -> None:
         """Normalize one frame and hand its rows to the writers (waiting if they are full)."""

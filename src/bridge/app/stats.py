@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import enum
 from collections import Counter, defaultdict
+from datetime import datetime
 from typing import Final
 
 import attrs
@@ -91,6 +92,24 @@ class PipelineStats:
     rows_lost_at_shutdown: Counter[Table] = attrs.Factory(Counter)
     last_commit_s: float | None = None
     """trio's clock at the last successful write (readiness: the database answers)."""
+    feeds_ever_connected: set[str] = attrs.Factory(set)
+    """Feeds that have connected at least once since start: a feed that never did is not ready."""
+    write_retrying_since: dict[Table, float] = attrs.Factory(dict)
+    """trio's clock when the batch a writer is retrying first failed (absent while writes succeed)."""
+    credential_expiry: dict[tuple[str, str], datetime] = attrs.Factory(dict)
+    """(feed, kind) → when that credential expires (UTC); kind is ``access`` or ``refresh``."""
+    credential_problems: dict[str, str] = attrs.Factory(dict)
+    """feed → why its credentials fail or are about to (a refresh that failed, a refresh token near expiry)."""
+    blind_seconds: Counter[str] = attrs.Factory(Counter)
+    """feed → seconds during which it was not receiving (closed gaps)."""
+    journal_bytes: int = 0
+    """Bytes of journal segments on disk."""
+    journal_budget_bytes: int | None = None
+    journal_paused: str | None = None
+    """Why the feeds stopped reading (journal budget reached, disk full); ``None`` while they read."""
+    journal_damaged_records: int = 0
+    lease_held: dict[str, bool] = attrs.Factory(dict)
+    """feed → whether this process holds the feed's lease."""
 
     @property
     def rows_in_flight(self) -> int:
