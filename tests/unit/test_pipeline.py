@@ -19,7 +19,7 @@ from bridge.domain.models import OptionsFlowRow, ReceivedFrame, Row, Table
 from bridge.domain.normalizers.console import normalize_console
 from bridge.domain.normalizers.polygon import PolygonNormalizer
 from bridge.domain.policies import BackoffPolicy, BatchPolicy
-from bridge.domain.ports import DataRejected, RetryLater
+from bridge.domain.ports import DataRejected, RetryLater, TransientWriteError
 from tests.unit.fakes import T0, EndlessFeed, ScriptedFeed, trade_frame
 
 NORMALIZERS = {"console": normalize_console}
@@ -68,6 +68,7 @@ async def test_writers_batch_by_size(autojump_clock: trio.testing.MockClock) -> 
     ) as pipeline:
         for n in range(7):
             await pipeline.emit(trade_frame(n))
+        await trio.sleep(20)  # batches of 3 fill at once; the seventh row waits out the 10 s linger
     # the last partial batch is flushed on close; two options_flow writers may commit in either order
     assert sorted(options_writes(repository)) == [1, 3, 3]
     assert len(repository.options_flow) == 7
@@ -79,7 +80,7 @@ async def test_writers_batch_by_time(autojump_clock: trio.testing.MockClock) -> 
     async with open_pipeline(
         repository,
         NORMALIZERS,
-        config(batching=BatchPolicy(max_rows=1000, max_ms=250)),
+        config(batching=BatchPolicy(max_rows=1000, max_ms=250), options_flow_writers=1),
         PipelineStats(),
         clock,
     ) as pipeline:
@@ -152,7 +153,7 @@ async def test_a_database_outage_is_retried_until_the_rows_land(
 
     def down_for_a_while(table: Table, rows: Sequence[Row]) -> None:
         if trio.current_time() - base < outage_until:
-            raise ConnectionError("server closed the connection unexpectedly")
+            raise TransientWriteError("OperationalError: server closed the connection unexpectedly")
 
     repository = MemoryRepository(fail=down_for_a_while)
     stats = PipelineStats()
@@ -209,7 +210,7 @@ async def test_the_grace_period_bounds_a_flush_that_cannot_finish(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     def always_down(table: Table, rows: Sequence[Row]) -> None:
-        raise ConnectionError("connection refused")
+        raise TransientWriteError("OperationalError: connection refused")
 
     started = trio.current_time()
     flushed = await run_bridge(

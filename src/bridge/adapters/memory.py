@@ -24,7 +24,7 @@ from bridge.domain.models import (
     Row,
     Table,
 )
-from bridge.domain.ports import DataRejected
+from bridge.domain.ports import DataRejected, Staged
 
 
 @attrs.define
@@ -40,12 +40,14 @@ class MemoryRepository:
     calls: list[tuple[Table, int]] = attrs.Factory(list)
     #: Called before each write; raise from it to simulate an outage or a rejection.
     fail: Callable[[Table, Sequence[Row]], None] | None = None
+    #: Called when rows are staged; raise ``DataRejected`` from it to simulate rows that cannot be encoded.
+    refuse_stage: Callable[[Table, Sequence[Row]], None] | None = None
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
 
-    def encode(self, table: Table, rows: Sequence[Row]) -> bytes | None:
-        return None
+    def store(self, table: Table) -> MemoryTableStore:
+        return MemoryTableStore(self, table)
 
-    def write(self, table: Table, rows: Sequence[Row], encoded: Sequence[bytes] | None = None) -> int:
+    def write(self, table: Table, rows: Sequence[Row]) -> int:
         with self._lock:
             if self.fail is not None:
                 self.fail(table, rows)
@@ -124,31 +126,17 @@ def _newer_or_same(updated_at: datetime, current: BrokerPositionRow | BrokerBala
     return current is None or current.updated_at <= updated_at
 
 
-@attrs.define
-class MemorySpool:
-    """The Spool port in memory, for unit tests of the writers' ordering and spilling."""
+@attrs.frozen
+class MemoryTableStore:
+    """The ``TableStore`` of one table of a ``MemoryRepository``; ``stage`` refuses what ``refuse`` says."""
 
-    batches: list[tuple[int, list[tuple[str, list[Row]]]]] = attrs.Factory(list)
-    appended: int = 0
+    repository: MemoryRepository
+    table: Table
 
-    @property
-    def records(self) -> int:
-        return len(self.batches)
+    def stage(self, rows: Sequence[Row]) -> Staged:
+        if self.repository.refuse_stage is not None:
+            self.repository.refuse_stage(self.table, rows)
+        return Staged(rows, None, 100 * len(rows))
 
-    @property
-    def bytes(self) -> int:
-        return sum(len(rows) for _, parts in self.batches for _, rows in parts)
-
-    @property
-    def head_seq(self) -> int | None:
-        return self.batches[0][0] if self.batches else None
-
-    def append(self, seq: int, parts: Sequence[tuple[str, Sequence[Row]]]) -> None:
-        self.batches.append((seq, [(feed, list(rows)) for feed, rows in parts]))
-        self.appended += 1
-
-    def peek(self) -> tuple[int, list[tuple[str, list[Row]]]] | None:
-        return self.batches[0] if self.batches else None
-
-    def pop(self) -> None:
-        self.batches.pop(0)
+    def commit(self, batch: Sequence[Staged]) -> int:
+        return self.repository.write(self.table, [row for staged in batch for row in staged.rows])

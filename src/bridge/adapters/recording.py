@@ -2,11 +2,16 @@
 
 ``at`` is the receive time in UTC with microseconds and a ``Z``; ``frame`` is the message's exact
 text. A recording may mix feeds. The replay feed reads them back through the same pipeline.
+
+Journal segments hold the same entries, each behind its CRC-32 and with its sequence number
+(``<crc> {"seq": …, "at": …, "feed": …, "frame": …}``): ``read_recording`` reads both, so
+``bridge replay`` takes journal segments as they are.
 """
 
 from __future__ import annotations
 
 import io
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +40,39 @@ def decode_entry(line: bytes | str) -> ReceivedFrame:
         entry = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise InvalidRecordingLine(f"not JSON ({exc})") from None
+    return _entry_frame(entry)
+
+
+def encode_record(seq: int, frame: ReceivedFrame) -> bytes:
+    """A journal record: the recording entry plus ``seq``, behind the CRC-32 of its JSON."""
+    body = orjson.dumps({"seq": seq, "at": format_at(frame.received_at), "feed": frame.feed, "frame": frame.text})
+    return b"%08x " % zlib.crc32(body) + body + b"\n"
+
+
+def is_journal_line(line: bytes) -> bool:
+    head = line[:9]
+    return len(head) == 9 and head[8:9] == b" " and all(c in b"0123456789abcdef" for c in head[:8])
+
+
+def decode_record(line: bytes) -> tuple[int, ReceivedFrame]:
+    """One journal line (without its newline) into (seq, frame); ``InvalidRecordingLine`` when damaged."""
+    if not is_journal_line(line):
+        raise InvalidRecordingLine("not a journal record (no checksum)")
+    body = line[9:]
+    if zlib.crc32(body) != int(line[:8], 16):
+        raise InvalidRecordingLine("checksum mismatch")
+    try:
+        entry = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRecordingLine(f"not JSON ({exc})") from None
+    frame = _entry_frame(entry)
+    seq = entry.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        raise InvalidRecordingLine("'seq' must be an integer")
+    return seq, frame
+
+
+def _entry_frame(entry: object) -> ReceivedFrame:
     if not isinstance(entry, dict):
         raise InvalidRecordingLine("not a JSON object")
     at, feed, text = entry.get("at"), entry.get("feed"), entry.get("frame")
@@ -86,6 +124,6 @@ def read_recording(path: Path) -> Iterator[tuple[int, ReceivedFrame | InvalidRec
             if not line.strip():
                 continue
             try:
-                yield number, decode_entry(line)
+                yield number, decode_record(line.rstrip(b"\r\n"))[1] if is_journal_line(line) else decode_entry(line)
             except InvalidRecordingLine as exc:
                 yield number, exc

@@ -1,9 +1,16 @@
-"""The pipeline: feeds emit frames, normalizers turn them into rows, one writer per table stores them.
+"""The pipeline: feeds journal frames, one normalizer task per feed reads its journal, writers store rows.
 
-``open_pipeline`` owns the writers; leaving it closes every channel, which lets each writer drain
-what it holds, flush its last batch and finish. ``run_bridge`` adds the feeds and the shutdown
-rule: on a stop request the feeds are cancelled first, then the writers get the grace period to
-flush.
+``Pipeline.emit`` (the feeds' sink) only appends the frame to the journal. Each feed's normalizer
+task reads that feed's journal from its checkpoint on, normalizes each frame (totally: a normalizer
+cannot raise past its frame), stages its rows for their tables and hands them to one writer per
+table; writers acknowledge each delivery once committed, which moves the journal's checkpoint.
+Between socket and database every hand-off is bounded twice, by count (the channels) and by bytes
+(a ``ByteBudget`` per table); when the writers cannot keep up, the normalizers fall behind the journal,
+not the feeds: frames keep landing on disk, and are read back from there.
+
+``run_bridge`` adds the feeds and the shutdown rule: on a stop request the feeds stop reading first,
+then the journaled frames get the grace period to be normalized and committed; whatever is left is
+on disk and is replayed at the next start.
 """
 
 from __future__ import annotations
@@ -12,25 +19,27 @@ import functools
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import attrs
 import trio
 
-from bridge.adapters.spool import DiskSpool
+from bridge.adapters.journal import DamagedRecord, FeedLog, Journal, JournalConfig, Record, open_journal
 from bridge.app.stats import FeedState, PipelineStats
 from bridge.app.supervisor import run_supervised
-from bridge.app.writer import Delivery, TableWriter
-from bridge.domain.frames import dead_letter
-from bridge.domain.models import DATA_TABLES, DeadLetter, ReceivedFrame, Row, Table
+from bridge.app.writer import ByteBudget, DeadLetterSender, Delivery, TableWriter
+from bridge.domain.frames import dead_letter, normalize_totally, unexpected
+from bridge.domain.ids import stable_id
+from bridge.domain.models import DATA_TABLES, DeadLetter, Normalized, ReceivedFrame, Row, Table
 from bridge.domain.policies import BackoffPolicy, BatchPolicy
-from bridge.domain.ports import Clock, Feed, Normalizer, Repository
+from bridge.domain.ports import Clock, DataRejected, Feed, Normalizer, Repository, Staged, TableStore
 from bridge.logs import get_logger
 
 log = get_logger(__name__, component="pipeline")
 
 FrameTap = Callable[[ReceivedFrame], None]
 """Sees every frame as it arrives (the recorder)."""
+
+MIB = 1024 * 1024
 
 
 @attrs.frozen
@@ -39,73 +48,156 @@ class PipelineConfig:
     write_retry: BackoffPolicy = BackoffPolicy(initial_s=0.2, max_s=10.0)
     feed_restart: BackoffPolicy = BackoffPolicy()
     channel_capacity: int = 1024
-    """Deliveries (one frame's rows for one table) a writer may hold before feeds wait."""
+    """Deliveries (one frame's rows for one table) waiting for a writer, at most."""
+    channel_max_bytes: int = 32 * MIB
+    """Bytes of staged rows waiting for each table's writer, at most."""
     shutdown_grace_s: float = 20.0
-    max_frame_bytes: int = 16 * 1024 * 1024
-    spool_dir: Path | None = None
-    """Where writers spool batches the database cannot take; ``None``: hold the feeds back instead."""
-    buffer_max_rows: int = 25_000
-    """Rows each writer keeps in memory before spooling (or, without a spool, before feeds wait)."""
+    max_frame_bytes: int = 16 * MIB
     options_flow_writers: int = 2
-    """``options_flow`` batches written at once: the database stores one while the next is encoded."""
+    """``options_flow`` batches committed at once: the database stores one while the next is gathered."""
     repository_in_thread: bool = True
     """False only for in-memory fakes, so tests on trio's virtual clock stay deterministic."""
+    journal: JournalConfig = JournalConfig(directory=None)
+    writer_retry_alert_s: float = 30.0
 
 
 @attrs.define
 class Pipeline:
+    journal: Journal
     normalizers: Mapping[str, Normalizer]
+    stores: Mapping[Table, TableStore]
     channels: Mapping[Table, trio.MemorySendChannel[Delivery]]
+    budgets: Mapping[Table, ByteBudget]
     stats: PipelineStats
-    encode: Callable[[Table, Sequence[Row]], bytes | None]
-    """The repository's ``encode``: rows are encoded as they are made (see ``Repository.encode``)."""
+    clock: Clock
     tap: FrameTap | None = None
-    max_frame_bytes: int = 16 * 1024 * 1024
+    max_frame_bytes: int = 16 * MIB
+    draining: trio.Event = attrs.Factory(trio.Event)
+    """Set once no more frames will come (shutdown, or every feed finished): writers stop lingering."""
+    abandoned: bool = False
+    """Leave what is not committed in the journal at exit instead of waiting for it."""
 
-    def _oversized(self, frame: ReceivedFrame) -> tuple[str, str] | None:
-        if len(frame.text) * 4 <= self.max_frame_bytes:  # cheap: a character is at most 4 bytes
-            return None
-        size = len(frame.text.encode())
-        if size <= self.max_frame_bytes:
-            return None
-        return "oversized", f"frame of {size:,} bytes exceeds BRIDGE_MAX_FRAME_BYTES ({self.max_frame_bytes:,})"
+    # -- the feeds' sink ----------------------------------------------------------------------------
 
     def connected(self, feed: str) -> None:
         self.stats.feed_state[feed] = FeedState.CONNECTED
         self.stats.feeds_ever_connected.add(feed)
 
     async def emit(self, frame: ReceivedFrame) -> None:
-        """Normalize one frame and hand its rows to the writers (waiting if they are full)."""
-        received_s = trio.current_time()
+        """Journal one received frame (waiting only while the journal is full)."""
         self.stats.frames_received[frame.feed] += 1
         if self.tap is not None:
             self.tap(frame)
+        await self.journal.append(frame)
+
+    # -- normalizing --------------------------------------------------------------------------------
+
+    async def serve_normalizer(self, feed: str) -> None:
+        """Read ``feed``'s journal forever: normalize each frame and hand its rows to the writers."""
+        feed_log = self.journal.log_of(feed)
+        async for item in self.journal.read(feed):
+            if isinstance(item, DamagedRecord):
+                await self._send(feed, None, Table.DEAD_LETTERS, [damaged_dead_letter(item, self.clock)])
+                continue
+            normalized = self._normalize(item.frame)
+            if item.warmup:
+                continue  # read for the normalizer's state (the NBBO book): its rows were stored before
+            await self._hand_over(feed_log, item, normalized)
+
+    def _normalize(self, frame: ReceivedFrame) -> Normalized:
         normalizer = self.normalizers.get(frame.feed)
         problem = frame.problem or self._oversized(frame)
         if problem is not None:
             kind, reason = problem
-            letters: Sequence[DeadLetter] = (dead_letter(frame, [reason], kind),)
-            rows: Sequence[Row] = ()
-        elif normalizer is None:
+            return Normalized(dead_letters=(dead_letter(frame, [reason], kind),))
+        if normalizer is None:
             reason = f"no normalizer for feed {frame.feed!r}; known: {', '.join(sorted(self.normalizers))}"
-            letters = (dead_letter(frame, [reason], "unknown_feed"),)
-            rows = ()
-        else:
-            result = normalizer(frame)
-            letters, rows = result.dead_letters, result.rows
+            return Normalized(dead_letters=(dead_letter(frame, [reason], "unknown_feed"),))
+        return normalize_totally(normalizer, frame)
+
+    def _oversized(self, frame: ReceivedFrame) -> tuple[str, str] | None:
+        if len(frame.text) * 4 <= self.max_frame_bytes:  # cheap: a character is at most 4 bytes
+            return None
+        size = len(frame.text.encode("utf-8", errors="surrogatepass"))
+        if size <= self.max_frame_bytes:
+            return None
+        return "oversized", f"frame of {size:,} bytes exceeds BRIDGE_MAX_FRAME_BYTES ({self.max_frame_bytes:,})"
+
+    async def _hand_over(self, feed_log: FeedLog, record: Record, normalized: Normalized) -> None:
+        frame = record.frame
         by_table: defaultdict[Table, list[Row]] = defaultdict(list)
-        for row in rows:
+        for row in normalized.rows:
             by_table[row.table].append(row)
-        for table, table_rows in by_table.items():
-            self.stats.rows_normalized[table] += len(table_rows)
-            encoded = self.encode(table, table_rows)
-            await self.channels[table].send(Delivery(frame.feed, table_rows, received_s, encoded))
+        letters = list(normalized.dead_letters)
+        staged: list[tuple[Table, Sequence[Row]]] = []
+        for table, rows in by_table.items():
+            self.stats.rows_normalized[table] += len(rows)
+            staged.append((table, rows))
         if letters:
             self.stats.frames_dead_lettered[frame.feed] += 1
-            self.stats.rows_normalized[Table.DEAD_LETTERS] += len(letters)
+        deliveries: list[tuple[Table, Staged | None]] = [
+            self._stage(frame, table, rows, letters) for table, rows in staged
+        ]
+        if letters:
             for letter in letters:
                 self.stats.dead_letters_by_reason[(frame.feed, letter.kind)] += 1
-            await self.channels[Table.DEAD_LETTERS].send(Delivery(frame.feed, letters, received_s))
+            self.stats.rows_normalized[Table.DEAD_LETTERS] += len(letters)
+            deliveries.append((Table.DEAD_LETTERS, self.stores[Table.DEAD_LETTERS].stage(letters)))
+        ready = [(table, item) for table, item in deliveries if item is not None]
+        feed_log.expect(record.seq, len(ready), frame.received_at)
+        received_s = trio.current_time()
+        for table, item in ready:
+            delivery = Delivery(frame.feed, record.seq, item, received_s)
+            await self.budgets[table].acquire(item.nbytes)
+            await self.channels[table].send(delivery)
+
+    def _stage(
+        self, frame: ReceivedFrame, table: Table, rows: Sequence[Row], letters: list[DeadLetter]
+    ) -> tuple[Table, Staged | None]:
+        """Stage a frame's rows of one table; rows that cannot be staged join the frame's dead letters."""
+        store = self.stores[table]
+        try:
+            return table, store.stage(rows)
+        except DataRejected:
+            pass
+        except Exception as exc:  # a bug in the adapter's staging: those rows only
+            log.exception("staging failed", feed=frame.feed, table=str(table))
+            letters.append(dead_letter(frame, [f"writer_error: {unexpected(exc).split(': ', 1)[1]}"], "writer_error"))
+            return table, None
+        good: list[Row] = []
+        for row in rows:  # find the rows that cannot be stored; the others go on
+            try:
+                store.stage([row])
+            except DataRejected as exc:
+                letters.append(dead_letter(frame, [f"{table} row refused: {exc}"], "unstorable_row"))
+                continue
+            good.append(row)
+        if not good:
+            return table, None
+        return table, store.stage(good)
+
+    async def _send(self, feed: str, seq: int | None, table: Table, rows: Sequence[Row]) -> None:
+        staged = self.stores[table].stage(rows)
+        await self.budgets[table].acquire(staged.nbytes)
+        await self.channels[table].send(Delivery(feed, seq, staged))
+
+    # -- acknowledgements -----------------------------------------------------------------------------
+
+    def acknowledge(self, delivery: Delivery) -> None:
+        if delivery.seq is not None:
+            self.journal.log_of(delivery.feed).ack(delivery.seq)
+
+    def more(self, delivery: Delivery) -> None:
+        if delivery.seq is not None:
+            self.journal.log_of(delivery.feed).add(delivery.seq)
+
+
+def damaged_dead_letter(item: DamagedRecord, clock: Clock) -> DeadLetter:
+    """A damaged journal record as a dead letter: where it was, why, and what could be read of it."""
+    frame = ReceivedFrame(item.feed, clock(), item.text)
+    reason = f"damaged journal record at {item.path}:{item.offset}: {item.reason}"
+    letter = dead_letter(frame, [reason], "journal_damaged")
+    return attrs.evolve(letter, id=stable_id("journal_damaged", str(item.path), str(item.offset), item.text))
 
 
 @asynccontextmanager
@@ -117,37 +209,54 @@ async def open_pipeline(
     clock: Clock,
     tap: FrameTap | None = None,
 ) -> AsyncIterator[Pipeline]:
-    """Start one writer per table; on exit close the channels and wait for every writer to flush."""
-    channels: dict[Table, trio.MemorySendChannel[Delivery]] = {}
-    async with trio.open_nursery() as nursery:
-        dead_send, dead_receive = trio.open_memory_channel[Delivery](config.channel_capacity)
-        channels[Table.DEAD_LETTERS] = dead_send
+    """Open the journal, start one writer per table and one normalizer per journaled feed.
 
-        def writer(table: Table, dead_letters: trio.MemorySendChannel[Delivery] | None) -> TableWriter:
-            return TableWriter(
+    Leaving the block normally waits until every journaled frame is committed (bound it with a cancel
+    scope: ``run_bridge`` does); leaving it by an exception or a cancellation leaves the rest in the
+    journal for the next start.
+    """
+    async with open_journal(config.journal, stats, clock) as journal, trio.open_nursery() as nursery:
+        stores = {table: repository.store(table) for table in (*DATA_TABLES, Table.DEAD_LETTERS)}
+        channels: dict[Table, trio.MemorySendChannel[Delivery]] = {}
+        receivers: dict[Table, trio.MemoryReceiveChannel[Delivery]] = {}
+        budgets = {table: ByteBudget(config.channel_max_bytes) for table in stores}
+        for table in stores:
+            channels[table], receivers[table] = trio.open_memory_channel[Delivery](config.channel_capacity)
+        pipeline = Pipeline(journal, normalizers, stores, channels, budgets, stats, clock, tap, config.max_frame_bytes)
+        dead_letters = DeadLetterSender(
+            channels[Table.DEAD_LETTERS], stores[Table.DEAD_LETTERS], budgets[Table.DEAD_LETTERS], pipeline.more
+        )
+        for table, store in stores.items():
+            writer = TableWriter(
                 table,
-                repository,
+                store,
                 config.batching,
                 config.write_retry,
                 stats,
                 clock,
-                dead_letters,
+                pipeline.acknowledge,
+                budgets[table],
+                None if table is Table.DEAD_LETTERS else dead_letters,
                 in_thread=config.repository_in_thread,
-                spool=DiskSpool(config.spool_dir, table).open() if config.spool_dir else None,
-                buffer_max_rows=config.buffer_max_rows,
                 concurrency=config.options_flow_writers if table is Table.OPTIONS_FLOW else 1,
+                retry_alert_s=config.writer_retry_alert_s,
+                stop_lingering=pipeline.draining,
             )
+            nursery.start_soon(writer.run, receivers[table], name=f"writer:{table}")
 
-        nursery.start_soon(writer(Table.DEAD_LETTERS, None).run, dead_receive)
-        for table in DATA_TABLES:
-            send, receive = trio.open_memory_channel[Delivery](config.channel_capacity)
-            channels[table] = send
-            nursery.start_soon(writer(table, dead_send.clone()).run, receive)
+        def start_normalizer(feed: str) -> None:
+            nursery.start_soon(pipeline.serve_normalizer, feed, name=f"normalizer:{feed}")
+
+        for feed in list(journal.logs):
+            start_normalizer(feed)
+        journal.new_feed = start_normalizer
         try:
-            yield Pipeline(normalizers, channels, stats, repository.encode, tap, config.max_frame_bytes)
+            yield pipeline
+            pipeline.draining.set()
+            if not pipeline.abandoned:
+                await journal.wait_done()
         finally:
-            for channel in channels.values():
-                channel.close()
+            nursery.cancel_scope.cancel()
 
 
 async def run_feeds(feeds: Sequence[Feed], pipeline: Pipeline, restart: BackoffPolicy) -> None:
@@ -179,35 +288,42 @@ async def run_bridge(
     *,
     tap: FrameTap | None = None,
 ) -> bool:
-    """Run until every feed finishes or a stop is requested; return whether every row was flushed.
+    """Run until every feed finishes or a stop is requested; return whether every frame was committed.
 
-    ``wait_for_stop`` returns once per stop request: the first stops the feeds and starts the
-    grace period for flushing, a second one gives up flushing at once.
+    ``wait_for_stop`` returns once per stop request: the first stops the feeds and starts the grace
+    period, a second one gives up at once. Frames not committed by then stay in the journal.
     """
     feeds_scope = trio.CancelScope()
     drain_scope = trio.CancelScope()
 
     async def stop_on_request() -> None:
         await wait_for_stop()
-        log.info("stop requested: stopping feeds and flushing", grace_s=config.shutdown_grace_s)
+        log.info("stop requested: stopping feeds and committing what they journaled", grace_s=config.shutdown_grace_s)
         feeds_scope.cancel()
         drain_scope.deadline = trio.current_time() + config.shutdown_grace_s
         await wait_for_stop()
-        log.warning("second stop request: abandoning the flush")
+        log.warning("second stop request: leaving the rest in the journal")
         drain_scope.cancel()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stop_on_request)
-        with drain_scope:
-            async with open_pipeline(repository, normalizers, config, stats, clock, tap) as pipeline:
-                with feeds_scope:
-                    await run_feeds(feeds, pipeline, config.feed_restart)
-                for feed in feeds:
-                    if stats.feed_state.get(feed.name) != FeedState.FINISHED:
-                        stats.feed_state[feed.name] = FeedState.STOPPED
+        async with open_pipeline(repository, normalizers, config, stats, clock, tap) as pipeline:
+            with feeds_scope:
+                await run_feeds(feeds, pipeline, config.feed_restart)
+            for feed in feeds:
+                if stats.feed_state.get(feed.name) != FeedState.FINISHED:
+                    stats.feed_state[feed.name] = FeedState.STOPPED
+            pipeline.draining.set()
+            with drain_scope:
+                await pipeline.journal.wait_done()
+            undone = pipeline.journal.undone_frames()
+            pipeline.abandoned = True
         nursery.cancel_scope.cancel()
-    flushed = not drain_scope.cancelled_caught or not stats.rows_lost_at_shutdown.total()
-    if not flushed:
-        pending = sum(stats.rows_normalized.values()) - sum(stats.rows_committed.values())
-        log.error("shutdown grace expired before every row was written", rows_not_written=pending)
-    return flushed
+    if undone:
+        where = config.journal.directory
+        if where is not None:
+            log.error("shutdown grace expired; the rest is replayed from the journal at the next start",
+                      frames_not_committed=undone, journal=str(where))  # fmt: skip
+        else:
+            log.error("shutdown grace expired before every frame was committed", frames_not_committed=undone)
+    return not undone

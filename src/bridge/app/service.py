@@ -115,8 +115,6 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
     return PipelineConfig(
         batching=settings.batching,
         shutdown_grace_s=settings.shutdown_grace_s,
-        spool_dir=settings.effective_spool_dir,
-        buffer_max_rows=settings.buffer_max_rows,
         max_frame_bytes=settings.max_frame_bytes,
         options_flow_writers=settings.options_flow_writers,
     )

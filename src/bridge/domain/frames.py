@@ -6,6 +6,7 @@ input the same way and a user reads the same kind of reason whichever feed it ca
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Final
@@ -17,7 +18,9 @@ from bridge.domain.models import DeadLetter, Normalized, ReceivedFrame, Row
 from bridge.domain.values import InvalidValue
 
 MAX_REASONS: Final = 10
-MAX_STORED_CHARS: Final = 1_000_000
+MAX_STORED_CHARS: Final = 64 * 1024
+"""A dead letter keeps this much of its frame (with the full length and a hash): a flood of huge bad
+frames must not become a flood of huge rows held in memory."""
 
 
 class UndecodableFrame(ValueError):
@@ -39,8 +42,11 @@ def dead_letter(frame: ReceivedFrame, reasons: Sequence[str], kind: str = "inval
     if len(reasons) > MAX_REASONS:
         shown.append(f"and {len(reasons) - MAX_REASONS} more")
     text = frame.text
+    length = digest = None
     if len(text) > MAX_STORED_CHARS:
-        shown.append(f"the frame is stored cut to its first {MAX_STORED_CHARS:,} characters (of {len(text):,})")
+        length = len(text)
+        digest = hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
+        shown.append(f"the frame is stored cut to its first {MAX_STORED_CHARS:,} characters (of {length:,})")
         text = text[:MAX_STORED_CHARS]
     if "\x00" in text:
         # PostgreSQL text cannot hold NUL; keep the frame readable and say so.
@@ -53,6 +59,8 @@ def dead_letter(frame: ReceivedFrame, reasons: Sequence[str], kind: str = "inval
         reason="; ".join(shown),
         frame=text,
         kind=kind,
+        frame_length=length,
+        frame_sha256=digest,
     )
 
 

@@ -193,6 +193,10 @@ class DeadLetter:
     frame: str
     kind: str = attrs.field(default="invalid_message", eq=False)
     """A short category for metrics (``invalid_json``, ``invalid_message``, …); not stored."""
+    frame_length: int | None = attrs.field(default=None, eq=False)
+    """Characters in the whole frame, when ``frame`` holds only its first part."""
+    frame_sha256: str | None = attrs.field(default=None, eq=False)
+    """SHA-256 of the whole frame's UTF-8 text (hex), to match a cut frame with the journal or a recording."""
 
     table: ClassVar[Table] = Table.DEAD_LETTERS
 

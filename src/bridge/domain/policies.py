@@ -15,10 +15,14 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -
 
 @attrs.frozen
 class BatchPolicy:
-    """A writer flushes when it holds ``max_rows`` rows or its oldest row has waited ``max_ms``."""
+    """Group commit: a writer with no write in flight writes what is waiting, up to ``max_rows``.
+
+    ``max_ms`` (0 by default) makes it linger that long after the first row for a fuller batch;
+    with group commit batches grow with the load by themselves, so lingering only adds latency.
+    """
 
     max_rows: int = attrs.field(default=5000, validator=_positive)
-    max_ms: float = attrs.field(default=100.0, validator=_positive)
+    max_ms: float = attrs.field(default=0.0, validator=attrs.validators.ge(0.0))
 
     @property
     def max_wait_s(self) -> float:

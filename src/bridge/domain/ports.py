@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
+import attrs
+
 from bridge.domain.models import Normalized, ReceivedFrame, Row, Table
 
 Clock = Callable[[], datetime]
@@ -47,26 +49,46 @@ class FrameSink(Protocol):
         ...
 
 
+@attrs.frozen
+class Staged:
+    """Rows of one table prepared for ``TableStore.commit``: the rows and the adapter's own form of them.
+
+    Staging happens on the event loop as each frame is normalized, while its rows are still in the
+    CPU's caches (encoding them a batch later, in the writer, cost a quarter more: see ``bench/``);
+    committing happens in a worker thread. ``payload`` is the adapter's business (a COPY payload, or
+    nothing); ``nbytes`` is what the staged rows weigh, for the pipeline's byte bounds.
+    """
+
+    rows: Sequence[Row]
+    payload: object = None
+    nbytes: int = 0
+
+
+class TransientWriteError(Exception):
+    """The database could not take the batch now (connection lost, timeout, pool exhausted, shutdown,
+    serialization failure, schema not there yet): the same batch is retried, with backoff."""
+
+
+class TableStore(Protocol):
+    """Where one table's rows go. Any exception but ``TransientWriteError`` and ``DataRejected`` is a bug."""
+
+    def stage(self, rows: Sequence[Row]) -> Staged:
+        """Prepare ``rows`` (on the event loop, cheap); ``DataRejected`` if they cannot be stored at all."""
+        ...
+
+    def commit(self, batch: Sequence[Staged]) -> int:
+        """Store ``batch`` in one transaction, idempotently (called from a worker thread); return rows applied.
+
+        Raises ``TransientWriteError`` when the database could not take it, ``DataRejected`` when the
+        content is refused (the caller splits the batch to find the rows).
+        """
+        ...
+
+
 class Repository(Protocol):
-    """Stores batches of rows. Synchronous: the application calls ``write`` from a worker thread."""
+    """The database: a store per table, plus what readiness and summaries need."""
 
-    def encode(self, table: Table, rows: Sequence[Row]) -> bytes | None:
-        """``rows`` (all of ``table``) in the form ``write`` sends them, or ``None`` if it sends none.
-
-        The pipeline calls it for each frame's rows as they are made, while they are still in the
-        CPU's caches, and gives the result back to ``write`` with the batch: encoding rows made tens
-        of milliseconds earlier, in the writer, cost a quarter more (measured in ``bench/``).
-        """
-        ...
-
-    def write(self, table: Table, rows: Sequence[Row], encoded: Sequence[bytes] | None = None) -> int:
-        """Write ``rows`` (all of ``table``) in one transaction, idempotently; return rows applied.
-
-        ``encoded``, when given, is ``encode`` of ``rows`` in consecutive parts, in order.
-        Raises ``DataRejected`` when the rows' content is refused, any other exception when the
-        database could not be reached or failed (the caller retries those).
-        """
-        ...
+    def store(self, table: Table) -> TableStore: ...
 
     def count_rows(self) -> Mapping[Table, int]:
         """Rows currently stored per table (for summaries and reconciliation)."""
@@ -74,36 +96,6 @@ class Repository(Protocol):
 
     def ping(self) -> None:
         """Return when the database answers; raise when it does not (readiness)."""
-        ...
-
-
-class Spool(Protocol):
-    """Batches of one table kept on disk while the database cannot take them; oldest first.
-
-    Synchronous (it fsyncs): the application calls it from a worker thread.
-    """
-
-    @property
-    def records(self) -> int: ...
-
-    @property
-    def bytes(self) -> int: ...
-
-    @property
-    def head_seq(self) -> int | None:
-        """The sequence number of the oldest batch, if any."""
-        ...
-
-    def append(self, seq: int, parts: Sequence[tuple[str, Sequence[Row]]]) -> None:
-        """Add a batch, made of the rows each feed contributed; durable when this returns."""
-        ...
-
-    def peek(self) -> tuple[int, list[tuple[str, list[Row]]]] | None:
-        """The oldest batch without consuming it."""
-        ...
-
-    def pop(self) -> None:
-        """Consume the oldest batch (it is in the database)."""
         ...
 
 

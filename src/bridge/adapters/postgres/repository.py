@@ -23,6 +23,7 @@ from datetime import date, datetime
 from typing import Any, Final, Literal, TypeVar
 from uuid import UUID
 
+import attrs
 import orjson
 import psycopg
 from psycopg import errors as pg_errors
@@ -43,7 +44,7 @@ from bridge.domain.models import (
     Row,
     Table,
 )
-from bridge.domain.ports import DataRejected
+from bridge.domain.ports import DataRejected, Staged, TransientWriteError
 
 Cursor = psycopg.Cursor[Any]
 R = TypeVar("R", bound=Row)
@@ -82,6 +83,17 @@ _COPY_COLUMNS: Final = (
 _COPY_LIST: Final = ", ".join(_COPY_COLUMNS)
 # Content the database refuses: data exceptions (22), integrity violations (23), over-size values (54).
 _CONTENT_ERRORS: Final = (pg_errors.DataError, pg_errors.IntegrityError, pg_errors.ProgramLimitExceeded)
+# A schema that is not there (yet): `bridge migrate` has not run, or a deploy is half done. Retried.
+_SCHEMA_ERRORS: Final = (
+    pg_errors.UndefinedTable, pg_errors.UndefinedColumn, pg_errors.UndefinedFunction, pg_errors.UndefinedObject,
+    pg_errors.InsufficientPrivilege,
+)  # fmt: skip
+# The database could not take the batch now: connection lost or refused, timeouts (statement_timeout is
+# QueryCanceled), admin shutdown, serialization failures and deadlocks (all OperationalError), a pool
+# with no free connection in time, a socket error.
+_TRANSIENT_ERRORS: Final = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, OSError)
+STATEMENT_TIMEOUT_MS: Final = 60_000
+"""No statement of a batch may run longer: a hung database becomes a retried batch, not a stuck writer."""
 
 
 def _json(value: JsonObject | RawJson | None) -> str | None:
@@ -195,7 +207,12 @@ class PostgresRepository:
     """Implements ``bridge.domain.ports.Repository`` on a psycopg connection pool."""
 
     def __init__(
-        self, pool: ConnectionPool[Any], *, use_copy: bool = True, stage_per_transaction: bool = False
+        self,
+        pool: ConnectionPool[Any],
+        *,
+        use_copy: bool = True,
+        stage_per_transaction: bool = False,
+        statement_timeout_ms: int | None = STATEMENT_TIMEOUT_MS,
     ) -> None:
         self.pool = pool
         self.use_copy = use_copy
@@ -204,10 +221,12 @@ class PostgresRepository:
         self.staged_copies = 0
         """``options_flow`` batches that met an existing id and went through the staging table."""
         self.stage_per_transaction = stage_per_transaction
+        self.statement_timeout_ms = statement_timeout_ms
         """Behind a transaction pooler a session's temp table may be on another server connection
         next time: create the staging table inside each transaction (``on commit drop``) instead."""
         self._account_ids: dict[AccountRef, UUID] = {}
         self._account_lock = threading.Lock()
+        self._stores = {table: PostgresTableStore(self, table) for table in Table}
         self._writers: Mapping[Table, Callable[[Cursor, Sequence[Any]], tuple[int, dict[AccountRef, UUID]]]] = {
             Table.NEWS_EVENTS: self._write_news,
             Table.BROKER_ACCOUNTS: self._write_accounts,
@@ -216,14 +235,16 @@ class PostgresRepository:
             Table.DEAD_LETTERS: self._write_dead_letters,
         }
 
-    def encode(self, table: Table, rows: Sequence[Row]) -> bytes | None:
-        """``options_flow`` rows as their COPY payload (the other tables go by ``unnest``: ``None``)."""
-        if table is not Table.OPTIONS_FLOW or not self.use_copy:
-            return None
-        return _options_flow_copy_data(rows)  # type: ignore[arg-type]  # rows of the table
+    def store(self, table: Table) -> PostgresTableStore:
+        return self._stores[table]
 
-    def write(self, table: Table, rows: Sequence[Row], encoded: Sequence[bytes] | None = None) -> int:
-        """Write one batch of one table in one transaction; ``DataRejected`` if its content is refused.
+    def write(self, table: Table, rows: Sequence[Row]) -> int:
+        """Stage and commit ``rows`` of one table at once (tools and tests; the pipeline uses ``store``)."""
+        store = self._stores[table]
+        return store.commit([store.stage(rows)])
+
+    def commit(self, table: Table, rows: Sequence[Row], payload: bytes | None) -> int:
+        """Write one batch of one table in one transaction, raising only the port's two error kinds.
 
         Two refusals may be transient and get one more attempt before they count as content errors:
         a foreign key violation (an account we cached was deleted behind our back: the cache is
@@ -232,9 +253,6 @@ class PostgresRepository:
         """
         if not rows:
             return 0
-        payload = None
-        if table is Table.OPTIONS_FLOW and self.use_copy:
-            payload = b"".join(encoded) if encoded is not None else _options_flow_copy_data(rows)  # type: ignore[arg-type]
         try:
             try:
                 return self._write_once(table, rows, payload)
@@ -246,9 +264,17 @@ class PostgresRepository:
                 return self._write_once(table, rows, payload)
         except _CONTENT_ERRORS as exc:
             raise DataRejected(_first_line(exc)) from None
+        except _SCHEMA_ERRORS as exc:
+            raise TransientWriteError(
+                f"the database schema is not what this bridge needs ({_first_line(exc)}); run `bridge migrate`"
+            ) from None
+        except _TRANSIENT_ERRORS as exc:
+            raise TransientWriteError(f"{type(exc).__name__}: {_first_line(exc)}") from None
 
     def _write_once(self, table: Table, rows: Sequence[Row], payload: bytes | None) -> int:
         with self.pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
+            if self.statement_timeout_ms is not None:  # per transaction: also right behind a transaction pooler
+                cursor.execute(f"set local statement_timeout = {int(self.statement_timeout_ms)}")
             new_accounts: dict[AccountRef, UUID] = {}
             if table is Table.OPTIONS_FLOW:
                 written = self._write_options_flow(cursor, rows, payload)  # type: ignore[arg-type]
@@ -495,14 +521,50 @@ class PostgresRepository:
     # -- dead letters ----------------------------------------------------------------------------------
 
     def _write_dead_letters(self, cursor: Cursor, rows: Sequence[DeadLetter]) -> tuple[int, dict[AccountRef, UUID]]:
-        values = [(r.id, r.feed, r.received_at, r.reason, r.frame) for r in rows]
+        values = [(r.id, r.feed, r.received_at, r.reason, r.frame, r.frame_length, r.frame_sha256) for r in rows]
         cursor.execute(
-            "insert into public.bridge_dead_letters (id, feed, received_at, reason, frame)"
-            f" select * from {_unnest(['uuid', 'text', 'timestamptz', 'text', 'text'])}"
+            "insert into public.bridge_dead_letters (id, feed, received_at, reason, frame, frame_length, frame_sha256)"
+            f" select * from {_unnest(['uuid', 'text', 'timestamptz', 'text', 'text', 'int8', 'text'])}"
             " on conflict (id) do nothing",
-            _columns(values, 5),
+            _columns(values, 7),
         )
         return cursor.rowcount, {}
+
+
+@attrs.frozen
+class PostgresTableStore:
+    """The ``TableStore`` of one table: stages rows on the event loop, commits them in a worker thread.
+
+    ``options_flow`` is staged as its COPY payload (encoded right after normalization, while the rows are
+    in the CPU's caches); the other tables are staged as their rows, after checking that every ``raw``
+    can be encoded, so that a row JSON cannot hold is refused here, alone, and not in a batch.
+    """
+
+    repository: PostgresRepository
+    table: Table
+
+    def stage(self, rows: Sequence[Row]) -> Staged:
+        try:
+            if self.table is Table.OPTIONS_FLOW and self.repository.use_copy:
+                payload = _options_flow_copy_data(rows)  # type: ignore[arg-type]  # rows of the table
+                return Staged(rows, payload, len(payload))
+            size = 0
+            for row in rows:
+                raw = getattr(row, "raw", None)
+                size += 256 + (len(text) if (text := _json(raw)) is not None else 0)
+                if isinstance(row, DeadLetter):
+                    size += len(row.frame) + len(row.reason)
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # orjson.JSONEncodeError is a TypeError
+            raise DataRejected(f"the row cannot be encoded for PostgreSQL: {type(exc).__name__}: {exc}") from None
+        return Staged(rows, None, size)
+
+    def commit(self, batch: Sequence[Staged]) -> int:
+        rows = [row for staged in batch for row in staged.rows]
+        payloads = [staged.payload for staged in batch]
+        payload = b"".join(payloads) if payloads and all(isinstance(p, bytes) for p in payloads) else None  # type: ignore[arg-type]
+        if payload is None and self.table is Table.OPTIONS_FLOW and self.repository.use_copy:
+            payload = _options_flow_copy_data(rows)  # type: ignore[arg-type]
+        return self.repository.commit(self.table, rows, payload)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -565,7 +627,14 @@ def open_repository(
     table lives inside each transaction; TLS options such as ``sslmode=require`` come from the URL.
     """
     transaction_pooler = resolve_pool_mode(conninfo, pool_mode) == "transaction"
-    kwargs: dict[str, Any] = {"connect_timeout": 10}
+    # TCP keepalives: a database host that vanished (no RST) is noticed in about a minute, not hours
+    kwargs: dict[str, Any] = {
+        "connect_timeout": 10,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
     if transaction_pooler:
         kwargs["prepare_threshold"] = None
     configure = _prepare_connection if use_copy and not transaction_pooler else None
