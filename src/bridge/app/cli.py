@@ -23,8 +23,9 @@ import trio
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from bridge.adapters.journal import JournalLocked, JournalUnusable
 from bridge.adapters.postgres.conninfo import redact_conninfo
-from bridge.adapters.postgres.migrations import DatabaseUnreachable, MigrationError, migrate
+from bridge.adapters.postgres.migrations import DatabaseUnreachable, MigrationError, migrate, pending
 from bridge.adapters.postgres.repository import PostgresRepository, open_repository
 from bridge.adapters.recording import InvalidRecordingLine, RecordingWriter, read_recording
 from bridge.adapters.replay import ReplayFeed
@@ -86,7 +87,10 @@ def user_errors(function: F) -> F:
             return function(*args, **kwargs)
         except Exception as raised:
             exc = _innermost(raised)  # from inside a nursery, an error arrives in a group of one
-            if isinstance(exc, DatabaseUnreachable | EmbeddedDatabaseFailed | HttpPortUnavailable):
+            if isinstance(
+                exc,
+                DatabaseUnreachable | EmbeddedDatabaseFailed | HttpPortUnavailable | JournalLocked | JournalUnusable,
+            ):
                 fail(str(exc))
             if isinstance(exc, FeedRefused):
                 fail(f"credentials refused by {exc}")
@@ -104,12 +108,32 @@ def _innermost(exc: BaseException) -> BaseException:
 
 
 @contextmanager
-def repository_for(settings: Settings, *, database_url: str | None = None) -> Iterator[PostgresRepository]:
+def repository_for(
+    settings: Settings, *, database_url: str | None = None, require_reachable: bool = True
+) -> Iterator[PostgresRepository]:
     with (
         open_database(database_url or settings.database_url, settings.home) as url,
-        open_repository(url, pool_mode=settings.db_pool_mode) as repository,
+        open_repository(url, pool_mode=settings.db_pool_mode, require_reachable=require_reachable) as repository,
     ):
+        if not require_reachable:
+            require_migrated(url)
         yield repository
+
+
+def require_migrated(url: str) -> None:
+    """``bridge run`` on a database that answers but was never migrated stops with that reason.
+
+    A database that does not answer is checked by nothing here: that is an outage, journaled through.
+    """
+    try:
+        missing = pending(url)
+    except DatabaseUnreachable:
+        return
+    if missing:
+        fail(
+            f"the database {redact_conninfo(url)} lacks {len(missing)} migration(s) ({', '.join(missing)}):"
+            " run `bridge migrate` first"
+        )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,8 +152,8 @@ def run() -> None:
     if problems:
         fail(str(SettingsError(problems)), EXIT_CONFIG)
     stats = PipelineStats()
-    with repository_for(settings) as repository:
-        log.info("bridge starting", feeds=feeds)
+    with repository_for(settings, require_reachable=False) as repository:
+        log.info("bridge starting", feeds=feeds, journal=str(settings.effective_journal_dir))
         tune_garbage_collector()
         flushed = trio.run(
             functools.partial(
@@ -189,7 +213,7 @@ def replay(files: tuple[Path, ...], speed: float) -> None:
                 [feed],
                 repository,
                 build_normalizers(settings),
-                pipeline_config(settings),
+                pipeline_config(settings, durable=False),
                 stats,
                 utc_now,
                 never,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from bridge.adapters.http import serve_http
+from bridge.adapters.journal import JournalConfig
 from bridge.adapters.recording import RecordingWriter
 from bridge.app.health import http_routes
 from bridge.app.pipeline import FrameTap, PipelineConfig, run_bridge
@@ -58,12 +59,21 @@ class FeedRefused(Exception):
     """``bridge record``: the vendor refused the credentials, so waiting and retrying cannot help."""
 
 
-def pipeline_config(settings: Settings) -> PipelineConfig:
+def pipeline_config(settings: Settings, *, durable: bool = True) -> PipelineConfig:
+    """The pipeline as the settings say; ``durable=False`` keeps the journal in memory (``bridge replay``:
+    its input is a file already, and it may run beside a ``bridge run`` that holds the journal)."""
     return PipelineConfig(
         batching=settings.batching,
         shutdown_grace_s=settings.shutdown_grace_s,
         max_frame_bytes=settings.max_frame_bytes,
         options_flow_writers=settings.options_flow_writers,
+        journal=JournalConfig(
+            directory=settings.effective_journal_dir if durable else None,
+            max_bytes=settings.journal_max_bytes,
+            fsync_interval_s=settings.journal_fsync_ms / 1000,
+            retain_s=settings.journal_retain_s,
+            warmup_s=settings.quote_max_age_ms / 1000 + 1,
+        ),
     )
 
 

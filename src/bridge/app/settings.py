@@ -69,16 +69,11 @@ class Settings:
         env="BRIDGE_NBBO_MAX_CONTRACTS",
     )  # fmt: skip
     batch_max_rows: PositiveInt = setting(PositiveInt(5000), "rows per batch at most", env="BRIDGE_BATCH_MAX_ROWS")
-    batch_max_ms: PositiveFloat = setting(
-        PositiveFloat(100.0), "milliseconds a row may wait for its batch to fill", env="BRIDGE_BATCH_MAX_MS"
+    batch_max_ms: NonNegativeFloat = setting(
+        NonNegativeFloat(0.0),
+        "milliseconds a writer lingers for a fuller batch (0: group commit, write what is waiting at once)",
+        env="BRIDGE_BATCH_MAX_MS",
     )
-    spool_dir: Path | None = setting(
-        None, "disk spool for batches the database cannot take (default BRIDGE_HOME/spool)", env="BRIDGE_SPOOL_DIR"
-    )
-    buffer_max_rows: PositiveInt = setting(
-        PositiveInt(25_000), "rows each table's writer holds in memory before spooling to disk",
-        env="BRIDGE_BUFFER_MAX_ROWS",
-    )  # fmt: skip
     journal_dir: Path | None = setting(
         None, "where received frames are journaled (default BRIDGE_HOME/journal)", env="BRIDGE_JOURNAL_DIR"
     )
@@ -123,10 +118,6 @@ class Settings:
     def vendor(self, spec: FeedSpec[S]) -> S:
         """The settings of ``spec``'s vendor, typed: ``settings.vendor(polygon.SPEC).api_key``."""
         return cast(S, self.vendors[spec.name])
-
-    @property
-    def effective_spool_dir(self) -> Path:
-        return self.spool_dir if self.spool_dir is not None else self.home / "spool"
 
     @property
     def effective_journal_dir(self) -> Path:

@@ -45,7 +45,9 @@ from bridge.domain.models import (
     Table,
 )
 from bridge.domain.ports import DataRejected, Staged, TransientWriteError
+from bridge.logs import get_logger
 
+log = get_logger(__name__, component="postgres")
 Cursor = psycopg.Cursor[Any]
 R = TypeVar("R", bound=Row)
 
@@ -619,12 +621,15 @@ def open_repository(
     pool_mode: PoolMode = "auto",
     open_timeout_s: float = 15,
     acquire_timeout_s: float = 10,
+    require_reachable: bool = True,
 ) -> Iterator[PostgresRepository]:
     """Open a pool (explicitly, failing fast with a one-line error) and yield a repository on it.
 
     In ``transaction`` mode (a transaction pooler such as Supabase's on port 6543, or PgBouncer with
     ``pool_mode = transaction``) no server-side prepared statements are used and the COPY staging
     table lives inside each transaction; TLS options such as ``sslmode=require`` come from the URL.
+    ``require_reachable=False`` (``bridge run``): a database that does not answer yet is an outage
+    like any other, the pool keeps trying in the background and writes retry until it answers.
     """
     transaction_pooler = resolve_pool_mode(conninfo, pool_mode) == "transaction"
     # TCP keepalives: a database host that vanished (no RST) is noticed in about a minute, not hours
@@ -638,7 +643,15 @@ def open_repository(
     if transaction_pooler:
         kwargs["prepare_threshold"] = None
     configure = _prepare_connection if use_copy and not transaction_pooler else None
-    _probe(conninfo, kwargs, configure)
+    try:
+        _probe(conninfo, kwargs, configure)
+    except DatabaseUnreachable as exc:
+        if require_reachable:
+            raise
+        log.warning("the database is unreachable at start; journaling until it answers", error=str(exc))
+        reachable = False
+    else:
+        reachable = True
     pool: ConnectionPool[Any] = ConnectionPool(
         conninfo,
         min_size=min_size,
@@ -651,7 +664,7 @@ def open_repository(
         name="bridge",
     )
     try:
-        pool.open(wait=True, timeout=open_timeout_s)
+        pool.open(wait=reachable, timeout=open_timeout_s)
     except PoolTimeout:
         pool.close()
         reason = TimeoutError(f"the pool could not open {min_size} connection(s) in {open_timeout_s:g} s")
