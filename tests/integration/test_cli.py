@@ -219,3 +219,44 @@ async def test_check_tries_a_brokers_rest_api_with_its_token(tmp_path: Path, dat
             )
             assert expected in out and token not in out
         nursery.cancel_scope.cancel()
+
+
+def test_check_masks_secrets_wherever_they_sit_and_shows_where_the_database_is(database_url: str) -> None:
+    params = psycopg.conninfo.conninfo_to_dict(database_url)
+    with_password = psycopg.conninfo.make_conninfo(**{**params, "password": "db-pw-never-shown"})
+    closed = free_port()
+    env = clean_env(DATABASE_URL=with_password, BRIDGE_BENZINGA_API_KEY="bz-key-never-shown",
+                    BRIDGE_BENZINGA_URL=f"ws://127.0.0.1:{closed}/news?token=bz-query-never-shown&tickers=SPY",
+                    BRIDGE_CONSOLE_URL=f"ws://127.0.0.1:{closed}/stream?token=console-query-never-shown",
+                    BRIDGE_DB_POOL_MODE="session")  # fmt: skip
+    result = bridge("check", env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out  # the feeds cannot be reached
+    for secret in ("db-pw-never-shown", "bz-key-never-shown", "bz-query-never-shown", "console-query-never-shown"):
+        assert secret not in out
+    assert f"ws://127.0.0.1:{closed}/news?token=***&tickers=SPY" in out
+    assert f"ws://127.0.0.1:{closed}/stream?token=***" in out
+    described = next(line for line in out.splitlines() if line.startswith("database: host="))
+    assert f"host={params['host']} port={params.get('port', 5432)} dbname={params['dbname']}" in described
+    assert f"user={params['user']} pool mode=session" in described
+    assert "ok  database: PostgreSQL" in out
+    assert "FAIL  feed console: cannot connect" in out and "FAIL  feed benzinga: cannot connect" in out
+
+
+def test_top_hands_the_metrics_url_and_interval_to_run_top_and_exits_with_its_code() -> None:
+    # A stand-in for bridge.app.top, so the verb's wiring is tested whatever run_top shows.
+    program = (
+        "import sys, types\n"
+        "top = types.ModuleType('bridge.app.top')\n"
+        "top.run_top = lambda url, interval_s: print(url, interval_s) or 3\n"
+        "sys.modules['bridge.app.top'] = top\n"
+        "from bridge.app.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    env = clean_env(BRIDGE_HTTP_PORT="9123")
+    default = subprocess.run([sys.executable, "-c", program, "top"], env=env, capture_output=True, text=True,
+                             timeout=60, check=False)  # fmt: skip
+    assert (default.returncode, default.stdout) == (3, "http://127.0.0.1:9123/metrics 1.0\n"), default.stderr
+    given = subprocess.run([sys.executable, "-c", program, "top", "--url", "http://h:1/metrics", "--interval", "0.5"],
+                           env=env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert (given.returncode, given.stdout) == (3, "http://h:1/metrics 0.5\n"), given.stderr

@@ -375,11 +375,11 @@ def check() -> None:
     from bridge.app.checks import describe_database, run_checks
 
     settings = settings_from_env()
-    console = Console()
-    table = RichTable("variable", "value")
-    for name, value in settings.describe():
-        table.add_row(name, value)
-    console.print(table)
+    console = Console(soft_wrap=True)  # one line per variable and per result, however narrow the terminal
+    described = settings.describe()
+    width = max(len(name) for name, _ in described)
+    for name, value in described:  # plain lines: long URLs stay whole, and can be copied
+        console.print(f"{name:<{width}}  {value}", highlight=False, markup=False)
     console.print(f"database: {describe_database(settings)}", highlight=False)
     results = run_checks(settings)
     for name, ok, detail in results:

@@ -124,8 +124,11 @@ async def serve_until_signalled(
                 routes = http_routes(stats, normalizers, repository)
                 try:
                     await nursery.start(functools.partial(serve_http, routes, port=http_port, host=http_host))
-                except OSError as exc:
-                    raise HttpPortUnavailable(http_host, http_port, exc) from None
+                except Exception as raised:  # serve_http's own nursery wraps the bind error in a group
+                    exc = _innermost(raised)
+                    if isinstance(exc, OSError):
+                        raise HttpPortUnavailable(http_host, http_port, exc) from None
+                    raise
             flushed = await run_bridge(
                 feeds, repository, normalizers, config, stats, clock, signal_waiter(signals), tap=tap
             )

@@ -13,6 +13,7 @@ import difflib
 import socket
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final, Literal, TypeVar, cast
 
 import attrs
@@ -42,6 +43,10 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 
 NOT_SETTINGS: Final = frozenset({"BRIDGE_TEST_DATABASE_URL", "BRIDGE_DEMO_DATABASE_URL"})
 """``BRIDGE_*`` variables that are read elsewhere (the tests, ``bridge demo --database-url``)."""
+
+
+def _read_only(vendors: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(vendors))
 
 
 def _default_vendors() -> Mapping[str, Any]:
@@ -112,7 +117,7 @@ class Settings:
     http_host: str = setting("0.0.0.0", "address to listen on", env="BRIDGE_HTTP_HOST")
     log_format: LogFormat = setting("console", "json | console", env="BRIDGE_LOG_FORMAT")
     log_level: LogLevel = setting("info", "debug | info | warning | error", env="BRIDGE_LOG_LEVEL")
-    vendors: Mapping[str, Any] = attrs.field(factory=_default_vendors, metadata={"env": None})
+    vendors: Mapping[str, Any] = attrs.field(factory=_default_vendors, converter=_read_only, metadata={"env": None})
     """Each feed's settings by feed name (an instance of its spec's settings class)."""
 
     def vendor(self, spec: FeedSpec[S]) -> S:

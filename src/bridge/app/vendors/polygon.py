@@ -16,6 +16,7 @@ from bridge.adapters.simulator.polygon import serve_polygon_simulator
 from bridge.adapters.simulator.server import SentLog
 from bridge.app.setting_types import HttpUrl, OptionContracts, PositiveInt, TextList, WebSocketUrl, setting
 from bridge.app.vendors.base import CheckResult, FeedSpec, Simulated, SimulatorOptions
+from bridge.app.vendors.probes import why
 from bridge.domain.nbbo import NbboBook
 from bridge.domain.normalizers.polygon import PolygonNormalizer
 from bridge.domain.ports import Clock, Feed, Normalizer
@@ -75,7 +76,7 @@ async def probe(vendor: PolygonSettings) -> CheckResult:
                         if status in ("auth_failed", "auth_timeout"):
                             return ("feed polygon", False, f"API key refused ({status}: {event.get('message')})")
     except (HandshakeError, ConnectionClosed, OSError, trio.TooSlowError, orjson.JSONDecodeError) as exc:
-        return ("feed polygon", False, f"cannot connect or authenticate: {type(exc).__name__}: {exc}")
+        return ("feed polygon", False, f"cannot connect or authenticate: {why(exc)}")
 
 
 async def simulate(

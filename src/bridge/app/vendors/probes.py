@@ -26,8 +26,15 @@ async def check_websocket(feed: str, url: str, token: str | None) -> CheckResult
         meaning = "credentials rejected" if exc.status_code in (401, 403) else "connection rejected"
         return (f"feed {feed}", False, f"{meaning} (HTTP {exc.status_code})")
     except (HandshakeError, OSError, trio.TooSlowError) as exc:
-        return (f"feed {feed}", False, f"cannot connect: {type(exc).__name__}: {exc}")
+        return (f"feed {feed}", False, f"cannot connect: {why(exc)}")
     return (f"feed {feed}", True, "connected and accepted the credentials")
+
+
+def why(exc: BaseException) -> str:
+    """``Type: message`` of the error that says most (a ``HandshakeError`` has no text; its cause does)."""
+    while not str(exc) and (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 async def check_rest(feed: str, url: str, authorization_header: str) -> CheckResult:
