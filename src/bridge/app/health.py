@@ -1,5 +1,8 @@
 """What `/healthz`, `/readyz` and `/metrics` say, computed from the pipeline's own counters at request time.
 
+`/healthz` answers 200 whenever the event loop runs. `/readyz` is 503 with one reason per problem: the
+database does not answer its ping, a feed never connected since start (or connected and stopped), a writer
+has retried one batch past its limit, the journal stopped the feeds, or a feed's credentials fail.
 The Prometheus collector reads ``PipelineStats`` when scraped instead of keeping a second set of
 counters, so the metrics cannot drift from what the live view and summaries show.
 """
