@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
+from bridge.adapters.postgres.conninfo import DatabaseUnreachable
 from bridge.logs import get_logger
 
 log = get_logger(__name__, component="database")
@@ -37,15 +38,27 @@ _SAFE_SOCKET_DIR: Final = re.compile(r"[A-Za-z0-9_./+,:@%=-]+")
 """Characters that survive ``pg_ctl -o "-k <dir>"`` (no whitespace, quotes or shell syntax)."""
 
 
-class EmbeddedPostgresError(RuntimeError):
-    """The embedded server did not start; the message is one line and says why."""
+PGSERVER_MISSING: Final = (
+    "the embedded PostgreSQL needs the pgserver package, which is not installed: "
+    'pip install "stream-bridge[embedded]" (or ".[test]" in a clone), or set DATABASE_URL to a server of your own'
+)
+
+
+class EmbeddedPostgresError(DatabaseUnreachable):
+    """The embedded server did not start; the message is one line and says why.
+
+    A kind of ``DatabaseUnreachable``, so the CLI prints it as its one-line message, not a traceback.
+    """
 
 
 def _pgserver() -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
-        import pgserver
-        import pgserver.postgres_server
+        try:
+            import pgserver
+            import pgserver.postgres_server
+        except ImportError:  # an optional extra: the production image has no embedded server
+            raise EmbeddedPostgresError(PGSERVER_MISSING) from None
 
     _install_safe_socket_dir(pgserver.postgres_server)
     return pgserver
