@@ -281,8 +281,8 @@ class RefreshingToken:
 
     @staticmethod
     def _margin(grant: Grant) -> timedelta:
-        """Renew a fifth of the lifetime early, at most a minute: enough for a slow token endpoint."""
-        return min(MAX_RENEW_MARGIN, (grant.access_expires_at - grant.issued_at) / 5)
+        """Renew a third of the lifetime early, at most a minute: time for a slow endpoint, a busy process."""
+        return min(MAX_RENEW_MARGIN, (grant.access_expires_at - grant.issued_at) / 3)
 
     def _due(self, grant: Grant) -> bool:
         return self.clock() >= grant.access_expires_at - self._margin(grant)

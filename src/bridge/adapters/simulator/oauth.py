@@ -13,6 +13,7 @@ import base64
 import binascii
 import functools
 import itertools
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, Literal
@@ -164,9 +165,21 @@ class TokenIssuer:
         return {"access_token": access, "token_type": "Bearer", "expires_in": self.access_lifetime_s,
                 "refresh_token": refresh_token}  # fmt: skip
 
+    def revoke(self) -> None:
+        """Every access token issued so far stops working (as when a vendor invalidates sessions early)."""
+        self._access.clear()
+
     @property
     def refresh_tokens(self) -> tuple[str, ...]:
         return tuple(self._refresh)
+
+
+USER_AGENT_FORM: Final = re.compile(r"^[^\s/]+/[^\s/]+")
+
+
+def has_product_user_agent(request: Request) -> bool:
+    """tastytrade's rule: a ``User-Agent`` of the form ``product/version``."""
+    return USER_AGENT_FORM.match(request.headers.get("user-agent", "")) is not None
 
 
 def basic_credentials(request: Request) -> tuple[str, str] | None:
