@@ -1,7 +1,10 @@
-"""The ``bridge`` command. Each verb loads settings, sets up logging and hands off to ``service``.
+"""The ``bridge`` command: the entry points. Each verb loads settings, sets up logging, builds the
+adapters it needs through the registry and hands them to ``service``.
 
-Errors a user can fix (bad settings, unreachable database, edited migration) end with one clear
-message and a non-zero exit, never a traceback; no message contains a credential.
+Errors a user can fix (bad settings, unreachable database, a taken port, an unusable BRIDGE_HOME, a
+refused credential, an edited migration) end with one clear line and a non-zero exit, never a
+traceback; no message contains a credential. Exit codes: 0 success, 1 a runtime failure, 2 invalid
+configuration.
 """
 
 from __future__ import annotations
@@ -23,20 +26,28 @@ from rich.table import Table as RichTable
 from bridge.adapters.postgres.conninfo import redact_conninfo
 from bridge.adapters.postgres.migrations import DatabaseUnreachable, MigrationError, migrate
 from bridge.adapters.postgres.repository import PostgresRepository, open_repository
-from bridge.adapters.recording import RecordingWriter
+from bridge.adapters.recording import InvalidRecordingLine, RecordingWriter, read_recording
 from bridge.adapters.replay import ReplayFeed
-from bridge.app.database import open_database
+from bridge.app.database import EmbeddedDatabaseFailed, open_database
 from bridge.app.pipeline import run_bridge
+from bridge.app.registry import FEEDS, build_feed, build_normalizers
 from bridge.app.runtime import tune_garbage_collector
 from bridge.app.service import (
-    build_feed,
-    normalizers,
+    FeedRefused,
+    HttpPortUnavailable,
     pipeline_config,
     record_feed,
     serve_until_signalled,
     utc_now,
 )
-from bridge.app.settings import FEEDS, Settings, SettingsError, feed_problems, load_settings, selected_feeds
+from bridge.app.settings import (
+    Settings,
+    SettingsError,
+    feed_problems,
+    load_settings,
+    selected_feeds,
+    unknown_variables,
+)
 from bridge.app.stats import PipelineStats
 from bridge.domain.models import DATA_TABLES, Table
 from bridge.logs import REDACTOR, configure_logging, get_logger
@@ -53,8 +64,11 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    for warning in unknown_variables(environ):
+        click.echo(f"bridge: warning: {warning}", err=True)
     try:
-        settings = load_settings(os.environ if environ is None else environ)
+        settings = load_settings(environ)
     except SettingsError as exc:
         fail(str(exc), EXIT_CONFIG)
     for secret in settings.secrets():
@@ -70,12 +84,23 @@ def user_errors(function: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
-        except DatabaseUnreachable as exc:
-            fail(str(exc))
-        except MigrationError as exc:
-            fail(f"migration refused: {exc}")
+        except Exception as raised:
+            exc = _innermost(raised)  # from inside a nursery, an error arrives in a group of one
+            if isinstance(exc, DatabaseUnreachable | EmbeddedDatabaseFailed | HttpPortUnavailable):
+                fail(str(exc))
+            if isinstance(exc, FeedRefused):
+                fail(f"credentials refused by {exc}")
+            if isinstance(exc, MigrationError):
+                fail(f"migration refused: {exc}")
+            raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 @contextmanager
@@ -109,13 +134,14 @@ def run() -> None:
         flushed = trio.run(
             functools.partial(
                 serve_until_signalled,
-                [build_feed(name, settings) for name in feeds],
+                [build_feed(name, settings, utc_now) for name in feeds],
                 repository,
-                normalizers(settings),
+                build_normalizers(settings),
                 pipeline_config(settings),
                 stats,
                 http_port=settings.http_port,
                 http_host=settings.http_host,
+                clock=utc_now,
             )
         )
     log.info("bridge stopped", frames=stats.total_frames, rows_written=stats.total_rows_written, flushed=flushed)
@@ -162,7 +188,7 @@ def replay(files: tuple[Path, ...], speed: float) -> None:
             return await run_bridge(
                 [feed],
                 repository,
-                normalizers(settings),
+                build_normalizers(settings),
                 pipeline_config(settings),
                 stats,
                 utc_now,
@@ -173,12 +199,23 @@ def replay(files: tuple[Path, ...], speed: float) -> None:
         trio.run(replay_all)
         stored = repository.count_rows()
     elapsed = time.perf_counter() - started
+    if stats.total_frames == 0 and feed.invalid_lines:
+        fail(f"nothing replayed: all {feed.invalid_lines} line(s) are invalid ({first_invalid_line(files)})")
     console = Console()
     console.print(
         f"replayed {stats.total_frames:,} frames from {len(files)} file(s) in {elapsed:.1f}s"
         + (f" ({feed.invalid_lines} invalid line(s) skipped)" if feed.invalid_lines else "")
     )
     console.print(summary_table(stats, stored))
+
+
+def first_invalid_line(files: tuple[Path, ...]) -> str:
+    """Where the first invalid line of ``files`` is, and why it is invalid."""
+    for path in files:
+        for number, item in read_recording(path):
+            if isinstance(item, InvalidRecordingLine):
+                return f"{path} line {number}: {item}"
+    return "no line could be read"
 
 
 def summary_table(stats: PipelineStats, stored: Mapping[Table, int]) -> RichTable:
@@ -198,6 +235,7 @@ def summary_table(stats: PipelineStats, stored: Mapping[Table, int]) -> RichTabl
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="recording file")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="stop after this many seconds")
 @click.option("--frames", type=click.IntRange(min=1), help="stop after this many frames")
+@user_errors
 def record(feed_name: str, out: Path, duration: float | None, frames: int | None) -> None:
     """Record a live feed's frames (JSON Lines), without touching the database."""
     settings = settings_from_env()
@@ -209,7 +247,7 @@ def record(feed_name: str, out: Path, duration: float | None, frames: int | None
         trio.run(
             functools.partial(
                 record_feed,
-                build_feed(feed_name, settings),
+                build_feed(feed_name, settings, utc_now),
                 writer,
                 stats,
                 duration_s=duration,
@@ -243,7 +281,7 @@ def record(feed_name: str, out: Path, duration: float | None, frames: int | None
 @user_errors
 def demo(duration: float, rate: float, database_url: str | None) -> None:
     """The bridge end to end on the embedded default, against built-in simulated streams."""
-    from bridge.app.demo import SAMPLE_QUERY, quote_coverage, run_demo
+    from bridge.app.demo import SAMPLE_QUERY, run_demo
 
     environ = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     settings = settings_from_env(environ)
@@ -265,26 +303,15 @@ def demo(duration: float, rate: float, database_url: str | None) -> None:
                 console=console,
                 stats=stats,
                 config=pipeline_config(settings),
+                settings=settings,
             )
         )
         stored = repository.count_rows()
     console.print()
     console.print(summary_table(stats, stored))
     added = stored[Table.OPTIONS_FLOW] - before[Table.OPTIONS_FLOW]
-    sent = result.console
-    console.print(
-        f"Developer Console simulator sent {sent.frames_sent:,} frames: "
-        + ", ".join(f"{count:,} {table}" for table, count in sorted(sent.messages_by_table.items()))
-        + f" and {sent.bad_frames_sent:,} malformed frame(s) (see bridge_dead_letters)."
-    )
-    console.print(
-        f"Polygon simulator sent {result.polygon.messages_sent:,} trades, {result.polygon.extra['quotes']:,} quotes."
-    )
-    console.print(
-        f"Benzinga simulator sent {result.benzinga.messages_sent:,} news messages (creations, updates, removals)"
-        f" and {result.benzinga.bad_frames_sent:,} malformed one(s)."
-    )
-    console.print(quote_coverage(result.polygon_normalizer))
+    for line in result.summary():
+        console.print(line)
     console.print(f"options_flow grew by {added:,} rows.")
     console.print("\nQuery what was stored (works after the demo; starts the embedded database on demand):")
     console.print(f'  bridge query "{SAMPLE_QUERY}"', soft_wrap=True, highlight=False)
@@ -321,7 +348,7 @@ def query(sql: str) -> None:
 @user_errors
 def check() -> None:
     """Print the effective configuration (secrets masked) and try the database and each feed."""
-    from bridge.app.checks import run_checks
+    from bridge.app.checks import describe_database, run_checks
 
     settings = settings_from_env()
     console = Console()
@@ -329,10 +356,47 @@ def check() -> None:
     for name, value in settings.describe():
         table.add_row(name, value)
     console.print(table)
+    console.print(f"database: {describe_database(settings)}", highlight=False)
     results = run_checks(settings)
     for name, ok, detail in results:
         console.print(f"{'[green]ok[/]' if ok else '[red]FAIL[/]'}  {name}: {REDACTOR.redact(detail)}")
     sys.exit(0 if all(ok for _, ok, _ in results) else EXIT_FAILED)
+
+
+@main.command()
+@click.argument("name", type=click.Choice(list(FEEDS)))
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0 picks a free port")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--rate", type=click.FloatRange(min=1), default=200.0, show_default=True,
+              help="simulated messages per second (each simulator scales it to its kind)")  # fmt: skip
+def simulate(name: str, port: int, host: str, rate: float) -> None:
+    """Run one built-in simulator in the foreground and print the variables that point `bridge run` at it."""
+    from bridge.app.simulate import serve_simulator
+
+    spec = FEEDS[name]
+    if not spec.fixed_address and (port or host != "127.0.0.1"):
+        fail(f"the {name} simulator picks its own ports on 127.0.0.1: --port and --host are not supported for it",
+             EXIT_CONFIG)  # fmt: skip
+    try:
+        trio.run(functools.partial(serve_simulator, spec, host=host, port=port, rate=rate, out=sys.stdout))
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+@main.command()
+@click.option("--url", default=None, help="metrics URL [default: http://127.0.0.1:$BRIDGE_HTTP_PORT/metrics]")
+@click.option("--interval", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="seconds between refreshes")  # fmt: skip
+def top(url: str | None, interval: float) -> None:
+    """A live view of a running bridge, read from its /metrics endpoint."""
+    settings = settings_from_env()
+    try:
+        from bridge.app.top import run_top
+    except ModuleNotFoundError as exc:
+        if exc.name != "bridge.app.top":
+            raise
+        fail("`bridge top` is not part of this build")
+    sys.exit(run_top(url or f"http://127.0.0.1:{settings.http_port}/metrics", interval))
 
 
 if __name__ == "__main__":

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from bridge.adapters.embedded import open_embedded_postgres
+from bridge.adapters.embedded import EmbeddedPostgresError, open_embedded_postgres
 from bridge.adapters.postgres.migrations import migrate
 from bridge.logs import get_logger
 
 log = get_logger(__name__, component="database")
+
+
+class EmbeddedDatabaseFailed(Exception):
+    """The embedded PostgreSQL could not start under BRIDGE_HOME; the message names the variable and the cause."""
 
 
 @contextmanager
@@ -22,7 +26,13 @@ def open_database(database_url: str | None, home: Path, *, apply_migrations: boo
             _migrate(url)
         yield url
         return
-    with open_embedded_postgres(home) as url:
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(open_embedded_postgres(home))
+        except EmbeddedPostgresError as exc:
+            raise EmbeddedDatabaseFailed(
+                f"BRIDGE_HOME={home}: {exc} (set BRIDGE_HOME to a writable directory, or DATABASE_URL to a server)"
+            ) from None
         if apply_migrations:
             _migrate(url)
         yield url

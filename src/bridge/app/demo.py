@@ -10,10 +10,11 @@ PostgreSQL, a live view shows rates and counts, and a summary says how to query 
 
 from __future__ import annotations
 
-import functools
 import secrets
 import signal
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import trio
@@ -22,24 +23,15 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table as RichTable
 
-from bridge.adapters.feeds.benzinga import BenzingaFeed
-from bridge.adapters.feeds.console import ConsoleFeed
-from bridge.adapters.feeds.polygon import PolygonFeed
-from bridge.adapters.feeds.schwab import SchwabFeed
-from bridge.adapters.feeds.tastytrade import TastytradeFeed
-from bridge.adapters.feeds.tradier import TradierFeed
-from bridge.adapters.simulator.benzinga import serve_benzinga_simulator
-from bridge.adapters.simulator.console import SentLog, serve_console_simulator
-from bridge.adapters.simulator.polygon import serve_polygon_simulator
-from bridge.adapters.simulator.schwab import serve_schwab_simulator
-from bridge.adapters.simulator.tastytrade import serve_tastytrade_simulator
-from bridge.adapters.simulator.tradier import serve_tradier_simulator
+from bridge.adapters.simulator.server import SentLog
 from bridge.app.pipeline import PipelineConfig, run_bridge
-from bridge.app.service import normalizers, signal_waiter, utc_now
+from bridge.app.registry import FEEDS, build_feed, build_normalizers
+from bridge.app.service import signal_waiter, utc_now
+from bridge.app.settings import Settings
 from bridge.app.stats import PipelineStats
+from bridge.app.vendors.base import Simulated, SimulatorOptions
 from bridge.domain.models import DATA_TABLES, Table
-from bridge.domain.normalizers.polygon import PolygonNormalizer
-from bridge.domain.ports import Feed, Repository
+from bridge.domain.ports import Normalizer, Repository
 from bridge.logs import REDACTOR
 
 SAMPLE_QUERY = (
@@ -64,7 +56,7 @@ class RateMeter:
 
 
 def render(
-    stats: PipelineStats, meter: RateMeter, elapsed_s: float, duration_s: float, polygon: PolygonNormalizer
+    stats: PipelineStats, meter: RateMeter, elapsed_s: float, duration_s: float, normalizers: Mapping[str, Normalizer]
 ) -> Panel:
     feeds = RichTable("feed", "state", "frames", "frames/s", "dead-lettered", "restarts", expand=True)
     for feed in sorted(stats.feed_state):
@@ -85,23 +77,25 @@ def render(
             f"{meter.rates.get('rows:' + table, 0):,.0f}",
         )
     title = f"Stream Bridge demo — {elapsed_s:4.0f}s / {duration_s:.0f}s (Ctrl-C stops early)"
-    return Panel(Group(feeds, tables, quote_coverage(polygon)), title=title)
+    return Panel(Group(feeds, tables, *normalizer_lines(normalizers)), title=title)
 
 
-def quote_coverage(polygon: PolygonNormalizer) -> str:
-    share = polygon.trades_without_quote / polygon.trades if polygon.trades else 0.0
-    return (
-        f"polygon: {polygon.trades:,} trades, {polygon.quotes:,} quotes, NBBO book {len(polygon.book):,} contracts;"
-        f" {polygon.trades_without_quote:,} trades ({share:.0%}) had no usable quote (side unknown)"
-    )
+def normalizer_lines(normalizers: Mapping[str, Normalizer]) -> list[str]:
+    """What each vendor has to say about its normalizer (the Polygon NBBO coverage)."""
+    lines = (FEEDS[name].describe_normalizer(normalizer) for name, normalizer in normalizers.items())
+    return [line for line in lines if line]
 
 
 @attrs.frozen
 class DemoResult:
-    console: SentLog
-    polygon: SentLog
-    benzinga: SentLog
-    polygon_normalizer: PolygonNormalizer
+    sent: Mapping[str, SentLog]
+    """What each vendor's simulator sent, by feed name."""
+    normalizers: Mapping[str, Normalizer]
+
+    def summary(self) -> list[str]:
+        """One line per simulator that has something to report, then the normalizers' lines."""
+        lines = [spec.summarize_sent(self.sent[name]) for name, spec in FEEDS.items() if spec.summarize_sent]
+        return [*lines, *normalizer_lines(self.normalizers)]
 
 
 def _counters(stats: PipelineStats) -> Counter[str]:
@@ -121,73 +115,25 @@ async def run_demo(
     console: Console,
     stats: PipelineStats,
     config: PipelineConfig,
+    settings: Settings | None = None,
 ) -> DemoResult:
-    """Stream from the simulators into ``repository`` for ``duration_s``; return what was sent."""
-    token, api_key, news_token = (secrets.token_urlsafe(16) for _ in range(3))
-    for secret in (token, api_key, news_token):
-        REDACTOR.add(secret)
-    sent_console, sent_polygon, sent_benzinga = SentLog(), SentLog(), SentLog()
+    """Stream from every vendor's simulator into ``repository`` for ``duration_s``; return what was sent.
+
+    ``settings`` gives the core knobs (the vendors' own are the simulators'); the defaults otherwise.
+    """
+    settings = settings or Settings()
     # A new session each run (the scenarios are deterministic per seed and start), so a second demo adds rows.
-    now, seed = utc_now(), secrets.randbits(32)
-    normalizer_map = normalizers()
-    polygon = normalizer_map["polygon"]
-    assert isinstance(polygon, PolygonNormalizer)
+    options = SimulatorOptions(rate=rate, seed=secrets.randbits(32), start=utc_now())
+    normalizer_map = build_normalizers(settings)
     async with trio.open_nursery() as nursery:
-        console_url = await nursery.start(
-            functools.partial(
-                serve_console_simulator,
-                token=token,
-                messages_per_second=rate / 2,
-                batch_size=25,
-                bad_frame_every=200,
-                log=sent_console,
-                seed=seed,
-                start=now,
-            )
-        )
-        polygon_url = await nursery.start(
-            functools.partial(
-                serve_polygon_simulator,
-                api_key=api_key,
-                events_per_second=rate,
-                batch_size=50,
-                log=sent_polygon,
-                seed=seed,
-                start=now,
-            )
-        )
-        benzinga_url = await nursery.start(
-            functools.partial(
-                serve_benzinga_simulator,
-                token=news_token,
-                messages_per_second=5,
-                bad_frame_every=50,
-                log=sent_benzinga,
-                seed=seed,
-                start=now,
-            )
-        )
-        broker_token = secrets.token_urlsafe(16)
-        REDACTOR.add(broker_token)
-        tasty_ws, tasty_api = await nursery.start(
-            functools.partial(serve_tastytrade_simulator, token=broker_token, updates_per_second=5, seed=seed)
-        )
-        tradier_api = await nursery.start(
-            functools.partial(serve_tradier_simulator, token=broker_token, fills_per_second=1, seed=seed)
-        )
-        schwab_api = await nursery.start(
-            functools.partial(serve_schwab_simulator, token=broker_token, activity_per_second=1, seed=seed)
-        )
-        feeds: list[Feed] = [
-            BenzingaFeed(url=benzinga_url, api_key=news_token, clock=utc_now),
-            TastytradeFeed(
-                url=tasty_ws, api_url=tasty_api, token=broker_token, accounts=("5WT00001", "5WT00002"), clock=utc_now
-            ),
-            TradierFeed(api_url=tradier_api, token=broker_token, accounts=("VA000042",), clock=utc_now),
-            SchwabFeed(api_url=schwab_api, token=broker_token, clock=utc_now),
-            ConsoleFeed(url=console_url, token=token, clock=utc_now),
-            PolygonFeed(url=polygon_url, api_key=api_key, clock=utc_now, quote_limit=100),
-        ]
+        simulated: dict[str, Simulated[Any]] = {}
+        for name, spec in FEEDS.items():
+            simulated[name] = await nursery.start(spec.simulator, options)
+        vendors = {name: running.settings for name, running in simulated.items()}
+        demo_settings = attrs.evolve(settings, vendors=vendors)
+        for secret in demo_settings.secrets():
+            REDACTOR.add(secret)
+        feeds = [build_feed(name, demo_settings, utc_now) for name in FEEDS]
         started = trio.current_time()
         meter = RateMeter()
         with (
@@ -199,7 +145,7 @@ async def run_demo(
                 while True:
                     now = trio.current_time()
                     meter.sample(now, _counters(stats))
-                    live.update(render(stats, meter, now - started, duration_s, polygon))
+                    live.update(render(stats, meter, now - started, duration_s, normalizer_map))
                     await trio.sleep(0.5)
 
             nursery.start_soon(refresh)
@@ -212,6 +158,6 @@ async def run_demo(
                 utc_now,
                 signal_waiter(signals, first_after_s=duration_s),
             )
-            live.update(render(stats, meter, trio.current_time() - started, duration_s, polygon))
+            live.update(render(stats, meter, trio.current_time() - started, duration_s, normalizer_map))
         nursery.cancel_scope.cancel()
-    return DemoResult(sent_console, sent_polygon, sent_benzinga, polygon)
+    return DemoResult({name: running.log for name, running in simulated.items()}, normalizer_map)

@@ -1,4 +1,9 @@
-"""Wiring: settings into feeds, normalizers and the pipeline; the async entry points behind the CLI."""
+"""The service layer: what ``bridge run`` and ``bridge record`` do, given the adapters to do it with.
+
+Nothing here reads the environment or builds a feed: the entry points (``bridge.app.cli``, the demo)
+construct the repository, feeds, normalizers and clock through the registry and hand them in, so
+tests can hand in fakes.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +11,22 @@ import functools
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import trio
 
-from bridge.adapters.feeds.benzinga import BenzingaFeed
-from bridge.adapters.feeds.console import ConsoleFeed
-from bridge.adapters.feeds.polygon import PolygonFeed
-from bridge.adapters.feeds.schwab import SchwabFeed
-from bridge.adapters.feeds.tastytrade import TastytradeFeed
-from bridge.adapters.feeds.tradier import TradierFeed
 from bridge.adapters.http import serve_http
 from bridge.adapters.recording import RecordingWriter
 from bridge.app.health import http_routes
 from bridge.app.pipeline import FrameTap, PipelineConfig, run_bridge
-from bridge.app.settings import Settings
 from bridge.app.stats import FeedState, PipelineStats
 from bridge.app.supervisor import run_supervised
 from bridge.domain.models import ReceivedFrame
-from bridge.domain.nbbo import NbboBook
-from bridge.domain.normalizers.benzinga import normalize_benzinga
-from bridge.domain.normalizers.console import normalize_console
-from bridge.domain.normalizers.polygon import PolygonNormalizer
-from bridge.domain.normalizers.schwab import normalize_schwab
-from bridge.domain.normalizers.tastytrade import normalize_tastytrade
-from bridge.domain.normalizers.tradier import normalize_tradier
-from bridge.domain.ports import Feed, Normalizer, Repository
+from bridge.domain.ports import Clock, Feed, Normalizer, Repository, RetryLater
 from bridge.logs import get_logger
+
+if TYPE_CHECKING:
+    from bridge.app.settings import Settings
 
 log = get_logger(__name__, component="service")
 
@@ -43,72 +38,24 @@ def utc_now() -> datetime:
 
 
 def normalizers(settings: Settings | None = None) -> Mapping[str, Normalizer]:
-    """One normalizer per protocol, keyed by the feed name frames carry (live or recorded).
+    """One fresh normalizer per feed name (kept here for existing callers; the registry builds them)."""
+    from bridge.app.registry import build_normalizers
+    from bridge.app.settings import Settings
 
-    Fresh instances each time: the Polygon normalizer keeps the NBBO book of its stream.
-    """
-    settings = settings or Settings()
-    book = NbboBook(max_idle_ms=round(settings.nbbo_max_idle_s * 1000), max_contracts=settings.nbbo_max_contracts)
-    return {
-        "console": normalize_console,
-        "polygon": PolygonNormalizer(quote_max_age_ms=settings.quote_max_age_ms, book=book),
-        "benzinga": normalize_benzinga,
-        "tastytrade": normalize_tastytrade,
-        "tradier": normalize_tradier,
-        "schwab": normalize_schwab,
-    }
+    return build_normalizers(settings or Settings())
 
 
-def build_feed(name: str, settings: Settings) -> Feed:
-    if name == "console":
-        assert settings.console_url is not None
-        return ConsoleFeed(
-            url=settings.console_url,
-            token=settings.console_token,
-            clock=utc_now,
-            max_silence_s=settings.max_silence_s,
-        )
-    if name == "polygon":
-        assert settings.polygon_api_key is not None
-        return PolygonFeed(
-            url=settings.polygon_url,
-            api_key=settings.polygon_api_key,
-            clock=utc_now,
-            channels=settings.polygon_subscribe,
-            quote_limit=settings.polygon_quote_limit,
-            quote_contracts=frozenset(settings.polygon_quote_contracts),
-            max_silence_s=settings.max_silence_s,
-        )
-    if name == "tastytrade":
-        assert settings.tastytrade_token is not None
-        return TastytradeFeed(
-            url=settings.tastytrade_url,
-            api_url=settings.tastytrade_api_url,
-            token=settings.tastytrade_token,
-            accounts=settings.tastytrade_accounts,
-            clock=utc_now,
-        )
-    if name == "tradier":
-        assert settings.tradier_token is not None
-        return TradierFeed(
-            api_url=settings.tradier_api_url,
-            token=settings.tradier_token,
-            accounts=settings.tradier_accounts,
-            clock=utc_now,
-            poll_seconds=settings.tradier_poll_seconds,
-        )
-    if name == "schwab":
-        assert settings.schwab_token is not None
-        return SchwabFeed(
-            api_url=settings.schwab_api_url,
-            token=settings.schwab_token,
-            clock=utc_now,
-            poll_seconds=settings.schwab_poll_seconds,
-        )
-    if name == "benzinga":
-        assert settings.benzinga_api_key is not None
-        return BenzingaFeed(url=settings.benzinga_url, api_key=settings.benzinga_api_key, clock=utc_now)
-    raise ValueError(f"unknown feed {name!r}")
+class HttpPortUnavailable(Exception):
+    """The health/metrics server could not listen (the port is taken, or the address is not this host's)."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        reason = cause.strerror or str(cause)
+        super().__init__(f"cannot listen on {host}:{port} (BRIDGE_HTTP_PORT={port}, BRIDGE_HTTP_HOST={host}): "
+                         f"{reason}; choose another port, or 0 to turn the HTTP server off")  # fmt: skip
+
+
+class FeedRefused(Exception):
+    """``bridge record``: the vendor refused the credentials, so waiting and retrying cannot help."""
 
 
 def pipeline_config(settings: Settings) -> PipelineConfig:
@@ -160,15 +107,19 @@ async def serve_until_signalled(
     http_port: int = 0,
     http_host: str = "0.0.0.0",
     tap: FrameTap | None = None,
+    clock: Clock = utc_now,
 ) -> bool:
     """``bridge run``: the pipeline and its HTTP endpoints until SIGTERM/SIGINT; True when all was flushed."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             if http_port:
                 routes = http_routes(stats, normalizers, repository)
-                await nursery.start(functools.partial(serve_http, routes, port=http_port, host=http_host))
+                try:
+                    await nursery.start(functools.partial(serve_http, routes, port=http_port, host=http_host))
+                except OSError as exc:
+                    raise HttpPortUnavailable(http_host, http_port, exc) from None
             flushed = await run_bridge(
-                feeds, repository, normalizers, config, stats, utc_now, signal_waiter(signals), tap=tap
+                feeds, repository, normalizers, config, stats, clock, signal_waiter(signals), tap=tap
             )
             nursery.cancel_scope.cancel()
         return flushed
@@ -206,8 +157,25 @@ async def record_feed(
     frames: int | None,
     restart: PipelineConfig,
 ) -> None:
-    """``bridge record``: the feed (reconnecting as usual) into a recording until a limit or a signal."""
+    """``bridge record``: the feed (reconnecting as usual) into a recording until a limit or a signal.
+
+    A refused credential ends the recording with ``FeedRefused`` at the first refusal: the
+    operator is waiting at a terminal, and the feed's five-minute wait would only hide the reason.
+    """
     sink = RecordingSink(writer, stats, frames)
+    refused: list[str] = []
+
+    async def attempt() -> None:
+        try:
+            await feed.run(sink)
+        except Exception as raised:
+            exc = _innermost(raised)
+            if isinstance(exc, RetryLater):
+                refused.append(str(exc))
+                nursery.cancel_scope.cancel()
+                await trio.lowlevel.checkpoint()  # cancelled here: the supervisor never sees the refusal
+            raise
+
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
 
@@ -225,9 +193,17 @@ async def record_feed(
                 nursery.cancel_scope.deadline = trio.current_time() + duration_s
             await run_supervised(
                 feed.name,
-                lambda: feed.run(sink),
+                attempt,
                 restart.feed_restart,
                 stats,
                 restart_when_finished=not feed.finite,
             )
             nursery.cancel_scope.cancel()
+    if refused:
+        raise FeedRefused(f"{feed.name}: {refused[0]}")
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

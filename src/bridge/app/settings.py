@@ -1,231 +1,202 @@
 """Settings: the environment, validated once at start into one immutable value.
 
-Every variable is declared once, as a field of ``Settings`` with its environment name in the
-field's metadata; cattrs structures the strings into typed values and collects every problem, so
-one error message names each bad variable and what it expects. Secrets are never echoed.
+The core variables are fields of ``Settings``; each vendor's are fields of its own settings class
+(``bridge.app.vendors``), read from ``BRIDGE_<VENDOR>_<FIELD>`` and held in ``Settings.vendors``.
+cattrs structures the strings into typed values; every problem it reports comes back as a
+structured error (the exception and the attribute it belongs to), so one error message names each
+bad variable and what it expects. Secrets are never echoed.
 """
 
 from __future__ import annotations
 
-import re
+import difflib
+import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal, NewType
-from urllib.parse import unquote, urlsplit
+from typing import Any, Final, Literal, TypeVar, cast
 
 import attrs
-import cattrs
+from attrs import AttrsInstance
 from cattrs.errors import ClassValidationError
 
+from bridge.app.registry import FEEDS
+from bridge.app.setting_types import (
+    DatabaseUrl,
+    FeedList,
+    LeaseTtl,
+    NonNegativeFloat,
+    Port,
+    PositiveFloat,
+    PositiveInt,
+    make_converter,
+    setting,
+)
+from bridge.app.vendors.base import FeedSpec
 from bridge.domain.policies import BatchPolicy
+from bridge.domain.redaction import redact_url, url_secrets
 
-PositiveInt = NewType("PositiveInt", int)
-Port = NewType("Port", int)
-PositiveFloat = NewType("PositiveFloat", float)
-FeedList = NewType("FeedList", tuple[str, ...])
+S = TypeVar("S", bound=AttrsInstance)
 LogFormat = Literal["json", "console"]
 PoolMode = Literal["auto", "direct", "session", "transaction"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
-#: Feeds this version of the bridge can run: the setting whose presence selects it by default.
-FEEDS: Final[Mapping[str, str]] = {
-    "console": "console_url",
-    "polygon": "polygon_api_key",
-    "benzinga": "benzinga_api_key",
-    "tastytrade": "tastytrade_token",
-    "tradier": "tradier_token",
-    "schwab": "schwab_token",
-}
-ContractList = NewType("ContractList", tuple[str, ...])
+NOT_SETTINGS: Final = frozenset({"BRIDGE_TEST_DATABASE_URL", "BRIDGE_DEMO_DATABASE_URL"})
+"""``BRIDGE_*`` variables that are read elsewhere (the tests, ``bridge demo --database-url``)."""
 
 
-def _env(name: str, help: str, *, secret: bool = False) -> dict[str, Any]:
-    return {"env": name, "help": help, "secret": secret}
+def _default_vendors() -> Mapping[str, Any]:
+    return {name: spec.settings() for name, spec in FEEDS.items()}
 
 
 @attrs.frozen
 class Settings:
-    database_url: str | None = attrs.field(
-        default=None,
-        metadata=_env("DATABASE_URL", "PostgreSQL URL; unset = embedded PostgreSQL under BRIDGE_HOME", secret=True),
+    database_url: DatabaseUrl | None = setting(
+        None, "PostgreSQL URL; unset = embedded PostgreSQL under BRIDGE_HOME", secret=True, env="DATABASE_URL"
     )
-    home: Path = attrs.field(default=Path(".bridge"), metadata=_env("BRIDGE_HOME", "data directory"))
-    feeds: FeedList | None = attrs.field(
-        default=None,
-        metadata=_env("BRIDGE_FEEDS", "comma-separated feeds to run; default: every feed whose settings are set"),
+    home: Path = setting(Path(".bridge"), "data directory", env="BRIDGE_HOME")
+    feeds: FeedList | None = setting(
+        None, "comma-separated feeds to run; default: every feed whose settings are set", env="BRIDGE_FEEDS"
     )
-    console_url: str | None = attrs.field(
-        default=None, metadata=_env("BRIDGE_CONSOLE_URL", "Developer Console WebSocket URL (ws:// or wss://)")
+    quote_max_age_ms: PositiveInt = setting(
+        PositiveInt(5000), "oldest quote (event time) that may give a trade its side", env="BRIDGE_QUOTE_MAX_AGE_MS"
     )
-    console_token: str | None = attrs.field(
-        default=None, metadata=_env("BRIDGE_CONSOLE_TOKEN", "Developer Console bearer token", secret=True)
+    nbbo_max_idle_s: PositiveFloat = setting(
+        PositiveFloat(900.0), "a contract not quoted this long (event time) leaves the NBBO book",
+        env="BRIDGE_NBBO_MAX_IDLE_S",
+    )  # fmt: skip
+    nbbo_max_contracts: PositiveInt = setting(
+        PositiveInt(200_000), "most contracts the NBBO book holds (the least recently quoted go)",
+        env="BRIDGE_NBBO_MAX_CONTRACTS",
+    )  # fmt: skip
+    batch_max_rows: PositiveInt = setting(PositiveInt(5000), "rows per batch at most", env="BRIDGE_BATCH_MAX_ROWS")
+    batch_max_ms: PositiveFloat = setting(
+        PositiveFloat(100.0), "milliseconds a row may wait for its batch to fill", env="BRIDGE_BATCH_MAX_MS"
     )
-    polygon_api_key: str | None = attrs.field(
-        default=None, metadata=_env("BRIDGE_POLYGON_API_KEY", "Polygon/Massive API key", secret=True)
+    spool_dir: Path | None = setting(
+        None, "disk spool for batches the database cannot take (default BRIDGE_HOME/spool)", env="BRIDGE_SPOOL_DIR"
     )
-    polygon_url: str = attrs.field(
-        default="wss://socket.massive.com/options",
-        metadata=_env("BRIDGE_POLYGON_URL", "Polygon/Massive options WebSocket URL"),
+    buffer_max_rows: PositiveInt = setting(
+        PositiveInt(25_000), "rows each table's writer holds in memory before spooling to disk",
+        env="BRIDGE_BUFFER_MAX_ROWS",
+    )  # fmt: skip
+    journal_dir: Path | None = setting(
+        None, "where received frames are journaled (default BRIDGE_HOME/journal)", env="BRIDGE_JOURNAL_DIR"
     )
-    polygon_subscribe: str = attrs.field(
-        default="T.*", metadata=_env("BRIDGE_POLYGON_SUBSCRIBE", "channels to subscribe, e.g. T.* or T.O:SPY…")
+    journal_max_bytes: PositiveInt = setting(
+        PositiveInt(2 * 1024**3), "the journal's disk budget in bytes", env="BRIDGE_JOURNAL_MAX_BYTES"
     )
-    polygon_quote_contracts: ContractList = attrs.field(
-        default=ContractList(()),
-        metadata=_env("BRIDGE_POLYGON_QUOTE_CONTRACTS", "contracts whose quotes are always streamed (comma-separated)"),
+    journal_fsync_ms: PositiveFloat = setting(
+        PositiveFloat(5.0), "group-fsync interval of the journal in milliseconds", env="BRIDGE_JOURNAL_FSYNC_MS"
     )
-    polygon_quote_limit: PositiveInt = attrs.field(
-        default=PositiveInt(1000),
-        metadata=_env("BRIDGE_POLYGON_QUOTE_LIMIT", "contracts one connection may stream quotes for"),
+    journal_retain_s: NonNegativeFloat = setting(
+        NonNegativeFloat(0.0), "seconds committed journal segments are kept", env="BRIDGE_JOURNAL_RETAIN_S"
     )
-    benzinga_api_key: str | None = attrs.field(
-        default=None, metadata=_env("BRIDGE_BENZINGA_API_KEY", "Benzinga news stream token", secret=True)
+    lease_ttl_s: LeaseTtl = setting(
+        LeaseTtl(10.0), "seconds a feed lease lasts unless renewed (at most 60)", env="BRIDGE_LEASE_TTL_S"
     )
-    benzinga_url: str = attrs.field(
-        default="wss://api.benzinga.com/api/v1/news/stream",
-        metadata=_env("BRIDGE_BENZINGA_URL", "Benzinga news stream URL (tickers/channels filters may be added)"),
+    instance_id: str = setting(
+        help="this replica's name in leases (default the hostname)", env="BRIDGE_INSTANCE_ID",
+        factory=socket.gethostname,
+    )  # fmt: skip
+    options_flow_writers: PositiveInt = setting(
+        PositiveInt(2), "options_flow batches written at once (one connection each)", env="BRIDGE_OPTIONS_FLOW_WRITERS"
     )
-    tastytrade_token: str | None = attrs.field(
-        default=None, metadata=_env("BRIDGE_TASTYTRADE_TOKEN", "tastytrade session/OAuth access token", secret=True)
+    max_frame_bytes: PositiveInt = setting(
+        PositiveInt(16 * 1024 * 1024), "larger frames are dead-lettered instead of parsed", env="BRIDGE_MAX_FRAME_BYTES"
     )
-    tastytrade_accounts: ContractList = attrs.field(
-        default=ContractList(()),
-        metadata=_env("BRIDGE_TASTYTRADE_ACCOUNTS", "tastytrade account numbers to stream (comma-separated)"),
+    max_silence_s: PositiveFloat = setting(
+        PositiveFloat(90.0), "seconds without a message before a stream is reconnected", env="BRIDGE_MAX_SILENCE_S"
     )
-    tastytrade_url: str = attrs.field(
-        default="wss://streamer.tastyworks.com",
-        metadata=_env("BRIDGE_TASTYTRADE_URL", "tastytrade account streamer URL (sandbox: streamer.cert…)"),
+    shutdown_grace_s: PositiveFloat = setting(
+        PositiveFloat(20.0), "seconds to flush on SIGTERM before giving up", env="BRIDGE_SHUTDOWN_GRACE_S"
     )
-    tastytrade_api_url: str = attrs.field(
-        default="https://api.tastyworks.com",
-        metadata=_env("BRIDGE_TASTYTRADE_API_URL", "tastytrade REST base URL (positions and balances snapshots)"),
+    db_pool_mode: PoolMode = setting(
+        "auto", "auto | direct | session | transaction (auto: port 6543 means transaction)", env="BRIDGE_DB_POOL_MODE"
     )
-    tradier_token: str | None = attrs.field(
-        default=None, metadata=_env("BRIDGE_TRADIER_TOKEN", "Tradier access token", secret=True)
-    )
-    tradier_accounts: ContractList = attrs.field(
-        default=ContractList(()), metadata=_env("BRIDGE_TRADIER_ACCOUNTS", "Tradier account ids (comma-separated)")
-    )
-    tradier_api_url: str = attrs.field(
-        default="https://api.tradier.com/v1",
-        metadata=_env("BRIDGE_TRADIER_API_URL", "Tradier REST base (sandbox: https://sandbox.tradier.com/v1)"),
-    )
-    tradier_poll_seconds: PositiveFloat = attrs.field(
-        default=PositiveFloat(5.0),
-        metadata=_env("BRIDGE_TRADIER_POLL_SECONDS", "seconds between Tradier position/balance polls"),
-    )
-    schwab_token: str | None = attrs.field(
-        default=None, metadata=_env("BRIDGE_SCHWAB_TOKEN", "Schwab OAuth access token", secret=True)
-    )
-    schwab_api_url: str = attrs.field(
-        default="https://api.schwabapi.com/trader/v1",
-        metadata=_env("BRIDGE_SCHWAB_API_URL", "Schwab Trader API base (accounts, userPreference)"),
-    )
-    schwab_poll_seconds: PositiveFloat = attrs.field(
-        default=PositiveFloat(5.0),
-        metadata=_env("BRIDGE_SCHWAB_POLL_SECONDS", "seconds between Schwab position/balance polls"),
-    )
-    quote_max_age_ms: PositiveInt = attrs.field(
-        default=PositiveInt(5000),
-        metadata=_env("BRIDGE_QUOTE_MAX_AGE_MS", "oldest quote (event time) that may give a trade its side"),
-    )
-    nbbo_max_idle_s: PositiveFloat = attrs.field(
-        default=PositiveFloat(900.0),
-        metadata=_env("BRIDGE_NBBO_MAX_IDLE_S", "a contract not quoted this long (event time) leaves the NBBO book"),
-    )
-    nbbo_max_contracts: PositiveInt = attrs.field(
-        default=PositiveInt(200_000),
-        metadata=_env("BRIDGE_NBBO_MAX_CONTRACTS", "most contracts the NBBO book holds (the least recently quoted go)"),
-    )
-    batch_max_rows: PositiveInt = attrs.field(
-        default=PositiveInt(5000), metadata=_env("BRIDGE_BATCH_MAX_ROWS", "rows per batch at most")
-    )
-    batch_max_ms: PositiveFloat = attrs.field(
-        default=PositiveFloat(100.0),
-        metadata=_env("BRIDGE_BATCH_MAX_MS", "milliseconds a row may wait for its batch to fill"),
-    )
-    spool_dir: Path | None = attrs.field(
-        default=None,
-        metadata=_env(
-            "BRIDGE_SPOOL_DIR", "disk spool for batches the database cannot take (default BRIDGE_HOME/spool)"
-        ),
-    )
-    buffer_max_rows: PositiveInt = attrs.field(
-        default=PositiveInt(25_000),
-        metadata=_env("BRIDGE_BUFFER_MAX_ROWS", "rows each table's writer holds in memory before spooling to disk"),
-    )
-    options_flow_writers: PositiveInt = attrs.field(
-        default=PositiveInt(2),
-        metadata=_env("BRIDGE_OPTIONS_FLOW_WRITERS", "options_flow batches written at once (one connection each)"),
-    )
-    max_frame_bytes: PositiveInt = attrs.field(
-        default=PositiveInt(16 * 1024 * 1024),
-        metadata=_env("BRIDGE_MAX_FRAME_BYTES", "larger frames are dead-lettered instead of parsed"),
-    )
-    max_silence_s: PositiveFloat = attrs.field(
-        default=PositiveFloat(90.0),
-        metadata=_env("BRIDGE_MAX_SILENCE_S", "seconds without a message before a stream is reconnected"),
-    )
-    shutdown_grace_s: PositiveFloat = attrs.field(
-        default=PositiveFloat(20.0),
-        metadata=_env("BRIDGE_SHUTDOWN_GRACE_S", "seconds to flush on SIGTERM before giving up"),
-    )
-    db_pool_mode: PoolMode = attrs.field(
-        default="auto",
-        metadata=_env(
-            "BRIDGE_DB_POOL_MODE", "auto | direct | session | transaction (auto: port 6543 means transaction)"
-        ),
-    )
-    http_port: Port = attrs.field(
-        default=Port(8080), metadata=_env("BRIDGE_HTTP_PORT", "port for /healthz, /readyz, /metrics; 0 = off")
-    )
-    http_host: str = attrs.field(default="0.0.0.0", metadata=_env("BRIDGE_HTTP_HOST", "address to listen on"))
-    log_format: LogFormat = attrs.field(default="console", metadata=_env("BRIDGE_LOG_FORMAT", "json | console"))
-    log_level: LogLevel = attrs.field(
-        default="info", metadata=_env("BRIDGE_LOG_LEVEL", "debug | info | warning | error")
-    )
+    http_port: Port = setting(Port(8080), "port for /healthz, /readyz, /metrics; 0 = off", env="BRIDGE_HTTP_PORT")
+    http_host: str = setting("0.0.0.0", "address to listen on", env="BRIDGE_HTTP_HOST")
+    log_format: LogFormat = setting("console", "json | console", env="BRIDGE_LOG_FORMAT")
+    log_level: LogLevel = setting("info", "debug | info | warning | error", env="BRIDGE_LOG_LEVEL")
+    vendors: Mapping[str, Any] = attrs.field(factory=_default_vendors, metadata={"env": None})
+    """Each feed's settings by feed name (an instance of its spec's settings class)."""
+
+    def vendor(self, spec: FeedSpec[S]) -> S:
+        """The settings of ``spec``'s vendor, typed: ``settings.vendor(polygon.SPEC).api_key``."""
+        return cast(S, self.vendors[spec.name])
 
     @property
     def effective_spool_dir(self) -> Path:
         return self.spool_dir if self.spool_dir is not None else self.home / "spool"
 
     @property
+    def effective_journal_dir(self) -> Path:
+        return self.journal_dir if self.journal_dir is not None else self.home / "journal"
+
+    @property
     def batching(self) -> BatchPolicy:
         return BatchPolicy(max_rows=self.batch_max_rows, max_ms=self.batch_max_ms)
 
-    def secrets(self) -> list[str]:
-        """Values that must never reach a log line: tokens whole, URLs by their password.
+    def variables(self) -> list[tuple[str, attrs.Attribute[Any], Any]]:
+        """Every variable: (its name, its field, its effective value), core first, then each feed's."""
+        rows = [(field.metadata["env"], field, getattr(self, field.name)) for field in _core_fields()]
+        for name, spec in FEEDS.items():
+            vendor = self.vendors[name]
+            fields = attrs.fields(spec.settings)
+            rows += [(spec.env_name(field), field, getattr(vendor, field.name)) for field in fields]
+        return rows
 
-        A URL's host and user stay readable in messages (``postgresql://user:***@host/db``);
-        URL-shaped text is redacted structurally by the log redactor anyway.
+    def secrets(self) -> list[str]:
+        """Values that must never reach a log line: tokens whole; URLs by their password and secret parameters.
+
+        A URL's host and user stay readable in messages (``postgresql://user:***@host/db``).
         """
         values: list[str] = []
-        for field in attrs.fields(Settings):
-            value = getattr(self, field.name)
-            if not field.metadata["secret"] or not value:
+        for _, field, value in self.variables():
+            if not isinstance(value, str) or not value:
                 continue
             if "://" in value:
-                password = urlsplit(value).password
-                values += [password, unquote(password)] if password else []
-            else:
+                values += url_secrets(value)
+            elif field.metadata["secret"] and "=" in value and field.name == "database_url":
+                values += _conninfo_password(value)
+            elif field.metadata["secret"]:
                 values.append(value)
         return values
 
     def describe(self) -> list[tuple[str, str]]:
         """Every variable with its effective value, secrets masked (for ``bridge check``)."""
         rows = []
-        for field in attrs.fields(Settings):
-            value = getattr(self, field.name)
-            if value is None:
+        for env, field, value in self.variables():
+            if value is None or value == ():
                 shown = "(unset)"
-            elif field.metadata["secret"]:
-                shown = "***"
             elif isinstance(value, tuple):
                 shown = ",".join(value)
+            elif isinstance(value, str) and "://" in value:
+                shown = redact_url(value)  # a password or a ?token= in any URL, secret or not
+            elif field.metadata["secret"]:
+                shown = "***"
             else:
                 shown = str(value)
-            rows.append((field.metadata["env"], shown))
+            rows.append((env, shown))
         return rows
+
+
+def _conninfo_password(conninfo: str) -> list[str]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    password = conninfo_to_dict(conninfo).get("password")
+    return [str(password)] if password else []
+
+
+def _core_fields() -> list[attrs.Attribute[Any]]:
+    return [field for field in attrs.fields(Settings) if field.metadata.get("env")]
+
+
+def known_variables() -> list[str]:
+    """Every variable the bridge reads, in the order ``bridge check`` shows them."""
+    names = [field.metadata["env"] for field in _core_fields()]
+    for spec in FEEDS.values():
+        names += [spec.env_name(field) for field in attrs.fields(spec.settings)]
+    return names
 
 
 class SettingsError(Exception):
@@ -236,132 +207,70 @@ class SettingsError(Exception):
         self.problems = problems
 
 
-def _positive_int(value: object, _: object) -> int:
-    number = int(str(value).strip())
-    if number <= 0:
-        raise ValueError("must be a positive whole number")
-    return number
+_converter = make_converter(tuple(FEEDS))
 
 
-def _port(value: object, _: object) -> int:
-    number = int(str(value).strip())
-    if not 0 <= number <= 65535:
-        raise ValueError("must be a TCP port (1-65535), or 0 to turn the HTTP server off")
-    return number
-
-
-def _positive_float(value: object, _: object) -> float:
-    number = float(str(value).strip())
-    if not number > 0 or number == float("inf"):
-        raise ValueError("must be a positive number")
-    return number
-
-
-def _feed_list(value: object, _: object) -> tuple[str, ...]:
-    names = tuple(name.strip().lower() for name in str(value).split(",") if name.strip())
-    unknown = [name for name in names if name not in FEEDS]
-    if unknown:
-        raise ValueError(f"unknown feed(s) {', '.join(unknown)}; available: {', '.join(FEEDS)}")
-    return names
-
-
-def _contract_list(value: object, _: object) -> tuple[str, ...]:
-    return tuple(item.strip().upper() for item in str(value).split(",") if item.strip())
-
-
-def _websocket_url(value: object, _: object) -> str:
-    text = str(value).strip()
-    if not re.match(r"^wss?://[^/\s]+", text):
-        raise ValueError("must be a ws:// or wss:// URL")
-    return text
-
-
-_converter = cattrs.Converter(detailed_validation=True)
-_converter.register_structure_hook(PositiveInt, _positive_int)
-_converter.register_structure_hook(PositiveFloat, _positive_float)
-_converter.register_structure_hook(FeedList, _feed_list)
-_converter.register_structure_hook(Port, _port)
-_converter.register_structure_hook(ContractList, _contract_list)
-_URL_FIELDS: Final = {"console_url", "polygon_url", "benzinga_url", "tastytrade_url"}
+def _structure(cls: type[S], named: Mapping[str, tuple[str, attrs.Attribute[Any]]], environ: Mapping[str, str],
+               problems: list[str]) -> S | None:  # fmt: skip
+    """``cls`` from the variables ``named`` (field name → (variable, field)); problems are appended."""
+    raw = {}
+    for name, (env, _) in named.items():
+        value = environ.get(env)
+        if value is not None and value.strip() != "":
+            raw[name] = value
+    try:
+        return _converter.structure(raw, cls)
+    except ClassValidationError as group:
+        with_notes, without_notes = group.group_exceptions()
+        for exc, note in with_notes:
+            env, field = named[note.name]
+            shown = "(value hidden)" if field.metadata["secret"] else repr(raw.get(note.name, ""))
+            problems.append(f"{env}={shown}: {exc}")
+        problems += [f"{type(exc).__name__}: {exc}" for exc in without_notes]
+        return None
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Read every variable; raise ``SettingsError`` listing each one that is wrong."""
-    raw: dict[str, str] = {}
-    by_field = {field.name: field for field in attrs.fields(Settings)}
-    for field in by_field.values():
-        value = environ.get(field.metadata["env"])
-        if value is not None and value.strip() != "":
-            raw[field.name] = value
     problems: list[str] = []
-    for name in _URL_FIELDS & raw.keys():
-        try:
-            raw[name] = _websocket_url(raw[name], None)
-        except ValueError as exc:
-            problems.append(_problem(by_field[name], raw[name], exc))
-            del raw[name]
-    try:
-        settings = _converter.structure(raw, Settings)
-    except ClassValidationError as group:
-        for error in group.exceptions:
-            attribute = _attribute_of(error)
-            failed = by_field.get(attribute) if attribute else None
-            if failed is None:
-                problems.append(str(error))
-            else:
-                problems.append(_problem(failed, raw.get(failed.name, ""), error))
-        raise SettingsError(problems) from None
-    if problems:
+    core = _structure(Settings, {f.name: (f.metadata["env"], f) for f in _core_fields()}, environ, problems)
+    vendors = {}
+    for name, spec in FEEDS.items():
+        named = {field.name: (spec.env_name(field), field) for field in attrs.fields(spec.settings)}
+        vendors[name] = _structure(spec.settings, named, environ, problems)
+    if problems or core is None:
         raise SettingsError(problems)
-    return settings
+    return attrs.evolve(core, vendors=vendors)
 
 
-def _attribute_of(exc: BaseException) -> str | None:
-    for note in getattr(exc, "__notes__", []):
-        match = re.search(r"@ attribute (\w+)", note)
-        if match:
-            return match.group(1)
-    return None
-
-
-def _problem(field: attrs.Attribute[Any], value: str, exc: BaseException) -> str:
-    env = field.metadata["env"]
-    reason = str(exc)
-    if isinstance(exc, ValueError) and reason.startswith(("invalid literal", "could not convert")):
-        reason = "must be a number"
-    if "not in literal" in reason:
-        reason = f"must be one of: {field.metadata['help']}"
-    shown = "(value hidden)" if field.metadata["secret"] else repr(value)
-    return f"{env}={shown}: {reason}"
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``BRIDGE_*`` variable the bridge does not read, with the nearest known name."""
+    known = known_variables()
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith("BRIDGE_") or name in known or name in NOT_SETTINGS:
+            continue
+        # Compared without the common prefix, which would make every name look alike.
+        nearest = difflib.get_close_matches(name.removeprefix("BRIDGE_"), [k.removeprefix("BRIDGE_") for k in known],
+                                            n=1, cutoff=0.6)  # fmt: skip
+        hint = f"; did you mean BRIDGE_{nearest[0]}?" if nearest else ""
+        warnings.append(f"{name} is not a setting of this bridge and is ignored{hint}")
+    return warnings
 
 
 def selected_feeds(settings: Settings) -> list[str]:
     """The feeds to run: BRIDGE_FEEDS, or every feed with settings present."""
     if settings.feeds is not None:
         return list(settings.feeds)
-    return [name for name, selector in FEEDS.items() if getattr(settings, selector)]
+    return [name for name, spec in FEEDS.items() if spec.selected(settings.vendors[name])]
 
 
 def feed_problems(settings: Settings, feeds: list[str]) -> list[str]:
     """What is missing for the selected feeds to run."""
     problems = []
-    selectors = {field.name: field.metadata["env"] for field in attrs.fields(Settings)}
     if not feeds:
-        variables = ", ".join(selectors[selector] for selector in FEEDS.values())
+        variables = ", ".join(name for spec in FEEDS.values() for name in spec.selectors())
         problems.append(f"no feed configured: set BRIDGE_FEEDS or a feed's settings ({variables})")
-    needs = {
-        "console": "its WebSocket URL",
-        "polygon": "the API key",
-        "benzinga": "the API token",
-        "tastytrade": "an access token",
-        "tradier": "an access token",
-        "schwab": "an OAuth access token",
-    }
     for name in feeds:
-        if not getattr(settings, FEEDS[name]):
-            problems.append(f"{selectors[FEEDS[name]]} is not set: the {name} feed needs {needs[name]}")
-    if "tastytrade" in feeds and not settings.tastytrade_accounts:
-        problems.append("BRIDGE_TASTYTRADE_ACCOUNTS is not set: the tastytrade feed needs the accounts to stream")
-    if "tradier" in feeds and not settings.tradier_accounts:
-        problems.append("BRIDGE_TRADIER_ACCOUNTS is not set: the tradier feed needs the accounts to poll")
+        problems += FEEDS[name].problems(settings.vendors[name])
     return problems

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 MASK: Final = "***"
 _SECRET_PARAMS: Final = (
@@ -34,6 +34,29 @@ def redact_url(url: str) -> str:
             netloc = f"{user}:{MASK}@{host}"
     query = _QUERY_SECRET.sub(rf"\1{MASK}", "?" + parts.query)[1:] if parts.query else parts.query
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_SECRET_PARAM_NAME: Final = re.compile(rf"(?i)^(?:{_SECRET_PARAMS})$")
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secret parts of a URL, as written and decoded: its password and secret-looking query values.
+
+    Registered with a ``Redactor``, they are masked even where they appear outside a URL (an error
+    message quoting a token on its own).
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+        params = parse_qsl(parts.query, keep_blank_values=False)
+    except ValueError:
+        return []
+    found = [password, unquote(password)] if password else []
+    raw_query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
+    for name, value in params:
+        if _SECRET_PARAM_NAME.match(name):
+            found += [value, raw_query.get(name, value)]
+    return list(dict.fromkeys(found))
 
 
 class Redactor:

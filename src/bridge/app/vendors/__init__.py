@@ -1,0 +1,1 @@
+"""One module per vendor, each ending in its ``SPEC``; ``bridge.app.registry`` lists them."""

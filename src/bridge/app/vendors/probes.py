@@ -1,0 +1,44 @@
+"""The ways ``bridge check`` tries a feed: a WebSocket handshake, or a REST request with the token.
+
+Each returns a ``CheckResult`` and never raises for what the network or the vendor does; details name
+the HTTP status or the exception type, never a credential.
+"""
+
+from __future__ import annotations
+
+import httpx
+import trio
+from trio_websocket import ConnectionRejected, HandshakeError, open_websocket_url
+
+from bridge.app.vendors.base import CheckResult
+
+TIMEOUT_S = 15.0
+
+
+async def check_websocket(feed: str, url: str, token: str | None) -> CheckResult:
+    """Open the WebSocket (with the bearer token, if any) as the feed would."""
+    headers = [(b"Authorization", f"Bearer {token}".encode())] if token else []
+    try:
+        with trio.fail_after(TIMEOUT_S):
+            async with open_websocket_url(url, extra_headers=headers, connect_timeout=10):
+                pass
+    except ConnectionRejected as exc:
+        meaning = "credentials rejected" if exc.status_code in (401, 403) else "connection rejected"
+        return (f"feed {feed}", False, f"{meaning} (HTTP {exc.status_code})")
+    except (HandshakeError, OSError, trio.TooSlowError) as exc:
+        return (f"feed {feed}", False, f"cannot connect: {type(exc).__name__}: {exc}")
+    return (f"feed {feed}", True, "connected and accepted the credentials")
+
+
+async def check_rest(feed: str, url: str, authorization_header: str) -> CheckResult:
+    """A broker's REST API with the configured token (what the feed fetches first)."""
+    headers = {"Authorization": authorization_header, "Accept": "application/json"}
+    try:
+        response = await trio.to_thread.run_sync(lambda: httpx.get(url, headers=headers, timeout=TIMEOUT_S))
+    except httpx.HTTPError as exc:
+        return (f"feed {feed}", False, f"cannot reach the REST API: {type(exc).__name__}: {exc}")
+    if response.status_code in (401, 403):
+        return (f"feed {feed}", False, f"credentials rejected (HTTP {response.status_code})")
+    if response.is_error:
+        return (f"feed {feed}", False, f"the REST API answered HTTP {response.status_code}")
+    return (f"feed {feed}", True, "the REST API accepted the token")
