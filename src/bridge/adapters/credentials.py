@@ -390,6 +390,21 @@ class RefreshingToken:
             self.stats.credential_problems.pop(self.feed, None)
 
 
+def bind_stats(credentials: Credentials, *candidates: object) -> None:
+    """Give a refreshing token the first of ``candidates`` that can show expiry (``CredentialStats``).
+
+    Feeds pass their own ``stats`` first, then the sink they run into: the pipeline's and the
+    recorder's sinks carry the process's stats, so expiry is shown however the feed was built.
+    """
+    if not isinstance(credentials, RefreshingToken) or credentials.stats is not None:
+        return
+    for candidate in candidates:
+        found = getattr(candidate, "stats", candidate)
+        if hasattr(found, "credential_expiry") and hasattr(found, "credential_problems"):
+            credentials.stats = found
+            return
+
+
 def _store(home: Path | None) -> TokenStore | None:
     return None if home is None else TokenStore(home / "credentials")
 

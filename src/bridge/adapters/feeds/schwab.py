@@ -25,7 +25,7 @@ import orjson
 import trio
 from trio_websocket import WebSocketConnection
 
-from bridge.adapters.credentials import USER_AGENT, Credentials, CredentialStats, RefreshingToken, StaticToken
+from bridge.adapters.credentials import USER_AGENT, Credentials, CredentialStats, StaticToken, bind_stats
 from bridge.adapters.feeds.polling import Poller, authorized
 from bridge.adapters.feeds.websocket import Receive, WebSocketSession
 from bridge.domain.models import ReceivedFrame
@@ -107,11 +107,10 @@ class SchwabFeed:
             if self.token is None:
                 raise ValueError("SchwabFeed needs a token or credentials")
             self.credentials = StaticToken(self.token)
-        if isinstance(self.credentials, RefreshingToken) and self.credentials.stats is None:
-            self.credentials.stats = self.stats
 
     async def run(self, sink: FrameSink) -> None:
         assert self.credentials is not None
+        bind_stats(self.credentials, self.stats, sink)
         credentials = self.credentials
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         async with httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=15) as client:

@@ -27,7 +27,7 @@ import orjson
 import trio
 from trio_websocket import WebSocketConnection
 
-from bridge.adapters.credentials import USER_AGENT, Credentials, CredentialStats, RefreshingToken, StaticToken
+from bridge.adapters.credentials import USER_AGENT, Credentials, CredentialStats, StaticToken, bind_stats
 from bridge.adapters.feeds.polling import authorized
 from bridge.adapters.feeds.websocket import Receive, WebSocketSession
 from bridge.domain.models import ReceivedFrame
@@ -119,11 +119,10 @@ class TastytradeFeed:
             if self.token is None:
                 raise ValueError("TastytradeFeed needs a token or credentials")
             self.credentials = StaticToken(self.token)
-        if isinstance(self.credentials, RefreshingToken) and self.credentials.stats is None:
-            self.credentials.stats = self.stats
 
     async def run(self, sink: FrameSink) -> None:
         assert self.credentials is not None
+        bind_stats(self.credentials, self.stats, sink)
         protocol = TastytradeProtocol(self.credentials, self.accounts, self.api_url, self.clock, self.name)
         session = WebSocketSession(
             feed=self.name,
