@@ -89,3 +89,33 @@ async def test_an_empty_snapshot_clears_the_account_and_replays_change_nothing(
     snapshot = query(database_url, "select * from broker_balances")
     await replay(repository, tmp_path, frames)
     assert query(database_url, "select * from broker_balances") == snapshot
+
+
+def tasty_snapshot(seconds: float, items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "snapshot", "account": "5WT00001", "as_of": at(seconds),
+            "positions": {"data": {"items": items}}, "balances": {"data": {"cash-balance": "10"}}}  # fmt: skip
+
+
+async def test_a_snapshot_with_a_position_held_for_years_applies_and_deletes_what_was_closed(
+    tmp_path: Path, database_url: str, repository: PostgresRepository
+) -> None:
+    held_long = {"symbol": "SPY", "quantity": "10", "quantity-direction": "Long",
+                 "updated-at": (T0 - timedelta(days=800)).isoformat()}  # fmt: skip
+    await replay(repository, tmp_path, [
+        ("tastytrade", tasty_snapshot(1, [held_long, {"symbol": "QQQ", "quantity": "5"}])),
+        ("tastytrade", tasty_snapshot(2, [held_long])),  # QQQ was closed meanwhile
+    ])  # fmt: skip
+    assert positions(database_url) == {("tastytrade", "SPY"): 10}
+    assert query(database_url, "select count(*) from bridge_dead_letters") == [(0,)]
+
+
+async def test_one_bad_entry_of_a_results_batch_costs_only_itself(
+    tmp_path: Path, database_url: str, repository: PostgresRepository
+) -> None:
+    batch = {"results": [tasty_position("SPY", 3, 1)["data"] | {"quantity": "three"},
+                         tasty_position("AAPL", 4, 1)]}  # fmt: skip
+    batch["results"][0] = {"type": "CurrentPosition", "data": batch["results"][0]}
+    await replay(repository, tmp_path, [("tastytrade", batch)])
+    assert positions(database_url) == {("tastytrade", "AAPL"): 4}
+    (reason,) = query(database_url, "select reason from bridge_dead_letters")
+    assert reason == ("results 1: quantity: expected a number, got 'three'",)

@@ -6,7 +6,9 @@ each poll as a snapshot frame (positions absent from it are deleted). It also op
 stream — ``POST /accounts/events/session`` gives a session id (valid five minutes, so a new one per
 connection), then ``{"events": ["order"], "sessionid": …}`` on the WebSocket — and polls immediately
 when an order fills, so a change shows within about a second. The stream sends a heartbeat about every
-60 s; silence beyond 150 s reconnects. A refused token (HTTP 401/403) waits five minutes.
+60 s; silence beyond 150 s reconnects. A refused fixed token (HTTP 401/403) waits five minutes; a
+refreshing one (``BRIDGE_TRADIER_REFRESH_TOKEN``) is renewed before it expires and at once after a refusal,
+without closing the stream (its session id, not the token, authorizes it).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import orjson
 import trio
 from trio_websocket import WebSocketConnection
 
-from bridge.adapters.feeds.polling import Poller, raise_for_refusal
+from bridge.adapters.credentials import USER_AGENT, Credentials, CredentialStats, StaticToken, bind_stats
+from bridge.adapters.feeds.polling import Poller, authorized
 from bridge.adapters.feeds.websocket import Receive, WebSocketSession
 from bridge.domain.models import ReceivedFrame
 from bridge.domain.ports import Clock, FrameSink
@@ -56,23 +59,35 @@ class _Events:
 @attrs.define
 class TradierFeed:
     api_url: str
-    token: str
-    accounts: Sequence[str]
-    clock: Clock
+    token: str | None = None
+    accounts: Sequence[str] = ()
+    clock: Clock = attrs.field(kw_only=True)
     poll_seconds: float = 5.0
     name: str = NAME
     finite: bool = False
+    credentials: Credentials | None = None
+    """A refreshing token (``bridge.adapters.credentials``); without it, ``token`` is used as it is."""
+    stats: CredentialStats | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.credentials is None:
+            if self.token is None:
+                raise ValueError("TradierFeed needs a token or credentials")
+            self.credentials = StaticToken(self.token)
 
     async def run(self, sink: FrameSink) -> None:
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        assert self.credentials is not None
+        bind_stats(self.credentials, self.stats, sink)
+        credentials = self.credentials
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         async with httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=15) as client:
             poller = Poller(functools.partial(self._poll, client, sink), self.poll_seconds)
             await poller.poll()  # state first: the stream only says that something changed
             sink.connected(self.name)
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(credentials.keep_fresh)
                 nursery.start_soon(poller.run)
-                response = await client.post("/accounts/events/session")
-                raise_for_refusal(response)
+                response = await authorized(client, credentials, "POST", "/accounts/events/session")
                 stream = response.json()["stream"]
                 events = _Events(stream["sessionid"], poller.wake)
                 session = WebSocketSession(
@@ -81,12 +96,12 @@ class TradierFeed:
                 await session.run(sink)
 
     async def _poll(self, client: httpx.AsyncClient, sink: FrameSink) -> None:
+        assert self.credentials is not None
         for account in self.accounts:
             as_of = self.clock()
             bodies = []
             for kind in ("positions", "balances"):
-                response = await client.get(f"/accounts/{account}/{kind}")
-                raise_for_refusal(response)
+                response = await authorized(client, self.credentials, "GET", f"/accounts/{account}/{kind}")
                 bodies.append(response.json())
             text = orjson.dumps({"type": "snapshot", "account": account, "as_of": as_of.isoformat(),
                                  "positions": bodies[0], "balances": bodies[1]}).decode()  # fmt: skip

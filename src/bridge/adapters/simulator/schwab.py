@@ -3,6 +3,12 @@
 The streamer answers ``ADMIN LOGIN`` with code 0, or 3 (login denied) for a wrong token, or 12 when a
 streamer connection for the user is already open; after ``ACCT_ACTIVITY SUBS`` it sends activity as
 trades change the broker's state, and ``notify`` heartbeats.
+
+Tokens: a fixed ``token`` is always accepted; with ``app_key``, ``app_secret`` and ``refresh_token``,
+``POST /v1/oauth/token`` (HTTP Basic with key and secret, a form body) issues access tokens that live
+``access_lifetime_s`` and gives the same refresh token back (Schwab does not rotate it; it expires
+``refresh_lifetime_s`` after issue, 7 days at the vendor, and is then refused with ``invalid_client``).
+A REST request with an expired token gets 401; the streamer checks the token at login only.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import orjson
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
-from bridge.adapters.http import Request, Response, serve_http
+from bridge.adapters.simulator.oauth import Request, Response, TokenIssuer, basic_credentials, serve_rest
 from bridge.adapters.simulator.server import SentLog, serve_loopback
 
 SYMBOLS: Final = ("AAPL", "MSFT", "SPY", "SPY   251219C00650000")
@@ -33,7 +39,13 @@ class SchwabState:
 
 async def serve_schwab_simulator(
     *,
-    token: str,
+    token: str | None = None,
+    app_key: str | None = None,
+    app_secret: str | None = None,
+    refresh_token: str | None = None,
+    access_lifetime_s: float = 1800.0,
+    refresh_lifetime_s: float | None = 7 * 86400.0,
+    issuer: TokenIssuer | None = None,
     accounts: tuple[str, ...] = ("87654321",),
     activity_per_second: float = 5,
     total_activity: int | None = None,
@@ -54,8 +66,27 @@ async def serve_schwab_simulator(
     streamer_url = ""
     open_streams = [0]
 
+    tokens = issuer if issuer is not None else TokenIssuer(access_lifetime_s, False, refresh_lifetime_s, prefix="sw")
+    if token is not None:
+        tokens.static = tokens.static | {token}
+    if refresh_token is not None:
+        tokens.add_refresh_token(refresh_token)
+
     def authorized(request: Request) -> bool:
-        return request.headers.get("authorization") == f"Bearer {token}"
+        verdict = tokens.check(request.headers.get("authorization"))
+        if verdict != "valid":
+            sent.extra[f"rest_refused_{verdict}"] += 1
+        return verdict == "valid"
+
+    async def oauth_token(request: Request) -> Response:
+        if request.method != "POST" or basic_credentials(request) != (app_key, app_secret):
+            return Response(401, b'{"error": "invalid_client", "error_description": "Unauthorized"}', JSON)
+        form = request.form()
+        answer = tokens.exchange(form.get("refresh_token")) if form.get("grant_type") == "refresh_token" else None
+        if answer is None:
+            return Response(400, b'{"error": "invalid_client", "error_description": "refresh token invalid"}', JSON)
+        sent.extra["tokens_issued"] += 1
+        return Response(200, orjson.dumps({**answer, "scope": "api"}), JSON)
 
     async def preferences(request: Request) -> Response:
         if not authorized(request):
@@ -89,7 +120,8 @@ async def serve_schwab_simulator(
         sent.connections += 1
         try:
             login = orjson.loads(await ws.get_message())["requests"][0]
-            if login.get("parameters", {}).get("Authorization") != (streamer_token or token):
+            given = login.get("parameters", {}).get("Authorization")
+            if (given != streamer_token) if streamer_token is not None else tokens.check(given) != "valid":
                 await ws.send_message(reply("LOGIN", 3, "Login denied"))
                 sent.extra["refused"] += 1
                 return
@@ -124,11 +156,12 @@ async def serve_schwab_simulator(
         except ConnectionClosed:
             pass
 
-    routes: dict[str, Any] = {"/trader/v1/userPreference": preferences, "/trader/v1/accounts": accounts_with_positions}
+    routes: dict[str, Any] = {"/trader/v1/userPreference": preferences, "/trader/v1/accounts": accounts_with_positions,
+                              "/v1/oauth/token": oauth_token}  # fmt: skip
     async with trio.open_nursery() as nursery:
         streamer_url = await nursery.start(functools.partial(serve_loopback, streamer, path="/ws"))
-        port = await nursery.start(functools.partial(serve_http, routes, port=0, host="127.0.0.1"))
+        port = await nursery.start(functools.partial(serve_rest, routes))
         task_status.started(f"http://127.0.0.1:{port}/trader/v1")
 
 
-__all__ = ["SchwabState", "SentLog", "serve_schwab_simulator"]
+__all__ = ["SchwabState", "SentLog", "TokenIssuer", "serve_schwab_simulator"]

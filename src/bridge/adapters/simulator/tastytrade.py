@@ -1,9 +1,16 @@
-"""A local tastytrade: the account streamer (WebSocket) and the REST positions and balances endpoints.
+"""A local tastytrade: the account streamer (WebSocket), the REST positions and balances endpoints and
+the OAuth token endpoint.
 
-The streamer expects ``connect`` with the right ``auth-token`` (else an error status and a close),
-acknowledges heartbeats, and streams ``CurrentPosition`` and ``AccountBalance`` changes of a few accounts
-whose state it keeps, so a test can compare the tables with the broker's real state at the end. REST
-serves that same state. Nothing is replayed on reconnect, as with the real streamer.
+The streamer expects ``connect`` with a valid ``auth-token`` (else an error status and a close), checks
+the token each later message carries (an expired one gets an error status and a close, so a client must
+hand its renewed token over in time), acknowledges heartbeats, and streams ``CurrentPosition`` and
+``AccountBalance`` changes of a few accounts whose state it keeps, so a test can compare the tables with
+the broker's real state at the end. REST serves that same state (marks with ``include-marks=true``).
+Nothing is replayed on reconnect, as with the real streamer.
+
+Tokens: a fixed ``token`` is always accepted; with ``refresh_token`` and ``client_secret``,
+``POST /oauth/token`` (JSON body) issues access tokens that live ``access_lifetime_s``. Every REST
+request, the token call included, needs a ``User-Agent`` of the form ``product/version`` or gets 401.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import orjson
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
-from bridge.adapters.http import Request, Response, serve_http
+from bridge.adapters.simulator.oauth import Request, Response, TokenIssuer, has_product_user_agent, serve_rest
 from bridge.adapters.simulator.server import SentLog, serve_loopback
 
 SYMBOLS: Final = ("SPY", "QQQ", "AAPL", "TSLA", "NVDA", "SPY   251219C00650000")
@@ -37,8 +44,8 @@ class BrokerState:
         qty = self.positions.get((account, symbol), 0)
         direction = "Zero" if qty == 0 else ("Short" if qty < 0 else "Long")
         return {"account-number": account, "symbol": symbol, "instrument-type": "Equity", "quantity": str(abs(qty)),
-                "quantity-direction": direction, "average-open-price": "100.0",
-                "updated-at": now.isoformat()}  # fmt: skip
+                "quantity-direction": direction, "average-open-price": "100.0", "close-price": "100.0",
+                "multiplier": 1, "updated-at": now.isoformat()}  # fmt: skip
 
     def balance_message(self, account: str, now: datetime) -> dict[str, Any]:
         cash = self.cash.get(account, Decimal(0))
@@ -50,7 +57,12 @@ class BrokerState:
 
 async def serve_tastytrade_simulator(
     *,
-    token: str,
+    token: str | None = None,
+    client_secret: str | None = None,
+    refresh_token: str | None = None,
+    client_id: str | None = None,
+    access_lifetime_s: float = 900.0,
+    issuer: TokenIssuer | None = None,
     accounts: tuple[str, ...] = ("5WT00001", "5WT00002"),
     updates_per_second: float = 50,
     total_updates: int | None = None,
@@ -67,7 +79,14 @@ async def serve_tastytrade_simulator(
     for account in accounts:  # some state exists before the bridge ever connects: only REST shows it
         broker.positions[(account, "SPY")] = 100
         broker.cash[account] = Decimal("10000.00")
-    accepted = {token, f"Bearer {token}"}
+    tokens = issuer if issuer is not None else TokenIssuer(access_lifetime_s, prefix="tt")
+    if token is not None:
+        tokens.static = tokens.static | {token}
+    if refresh_token is not None:
+        tokens.add_refresh_token(refresh_token)
+
+    def valid(value: object) -> bool:
+        return isinstance(value, str) and tokens.check(value) == "valid"
 
     def now() -> datetime:
         return datetime.now(UTC)
@@ -87,7 +106,7 @@ async def serve_tastytrade_simulator(
         sent.connections += 1
         try:
             hello = orjson.loads(await ws.get_message())
-            if hello.get("action") != "connect" or hello.get("auth-token") not in accepted:
+            if hello.get("action") != "connect" or not valid(hello.get("auth-token")):
                 await ws.send_message(orjson.dumps({"status": "error", "action": "connect",
                                                     "message": "invalid auth-token"}).decode())  # fmt: skip
                 sent.extra["refused"] += 1
@@ -98,8 +117,18 @@ async def serve_tastytrade_simulator(
             async with trio.open_nursery() as nursery:
 
                 async def answer_heartbeats() -> None:
+                    seen = {hello.get("auth-token")}
                     while True:
                         message = orjson.loads(await ws.get_message())
+                        if not valid(message.get("auth-token")):
+                            await ws.send_message(orjson.dumps({"status": "error", "action": message.get("action"),
+                                                                "message": "token has expired"}).decode())  # fmt: skip
+                            sent.extra["expired_on_stream"] += 1
+                            await ws.aclose(code=1008, reason="token expired")
+                            return
+                        if message.get("auth-token") not in seen:
+                            seen.add(message.get("auth-token"))
+                            sent.extra["tokens_handed_over"] += 1
                         if message.get("action") == "heartbeat":
                             sent.extra["heartbeats"] += 1
                             await ws.send_message(orjson.dumps({"status": "ok", "action": "heartbeat"}).decode())
@@ -120,25 +149,55 @@ async def serve_tastytrade_simulator(
         except* ConnectionClosed:
             pass
 
+    def refused(request: Request) -> Response | None:
+        if not has_product_user_agent(request):
+            return Response(401, b'{"error": {"code": "invalid_user_agent", "message": "User-Agent must be '
+                                 b'product/version"}}')  # fmt: skip
+        return None
+
+    async def oauth_token(request: Request) -> Response:
+        if (refusal := refused(request)) is not None:
+            return refusal
+        try:
+            body = orjson.loads(request.body)
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict) or body.get("grant_type") != "refresh_token":
+            return Response(400, b'{"error": "unsupported_grant_type"}')
+        if body.get("client_secret") != client_secret or body.get("client_id", client_id) != client_id:
+            return Response(401, b'{"error": "invalid_client"}')
+        answer = tokens.exchange(body.get("refresh_token"))
+        if answer is None:
+            return Response(400, b'{"error": "invalid_grant"}')
+        sent.extra["tokens_issued"] += 1
+        return Response(200, orjson.dumps(answer))
+
     async def rest(account: str, kind: str, request: Request) -> Response:
-        if request.headers.get("authorization") not in accepted:
-            return Response(401, b'{"error": {"code": "token_invalid"}}', "application/json")
+        if (refusal := refused(request)) is not None:
+            return refusal
+        verdict = tokens.check(request.headers.get("authorization"))
+        if verdict != "valid":
+            sent.extra[f"rest_refused_{verdict}"] += 1
+            return Response(401, b'{"error": {"code": "token_invalid", "message": "This token is invalid or has '
+                                 b'expired"}}')  # fmt: skip
         sent.extra[f"rest_{kind}"] += 1
         if kind == "positions":
-            items = [broker.position_message(a, s, now()) for (a, s), qty in broker.positions.items()
-                     if a == account and qty != 0]  # fmt: skip
+            marks = request.query.get("include-marks") == "true"
+            items = [broker.position_message(a, s, now()) | ({"mark": "101.5", "mark-price": "101.5"} if marks else {})
+                     for (a, s), qty in broker.positions.items() if a == account and qty != 0]  # fmt: skip
             return Response(200, orjson.dumps({"data": {"items": items}}), "application/json")
         return Response(200, orjson.dumps({"data": broker.balance_message(account, now())}), "application/json")
 
-    routes = {
+    routes: dict[str, Any] = {
         f"/accounts/{account}/{kind}": functools.partial(rest, account, kind)
         for account in accounts
         for kind in ("positions", "balances")
     }
+    routes["/oauth/token"] = oauth_token
     async with trio.open_nursery() as nursery:
         ws_url = await nursery.start(functools.partial(serve_loopback, streamer, path="/"))
-        api_port = await nursery.start(functools.partial(serve_http, routes, port=0, host="127.0.0.1"))
+        api_port = await nursery.start(functools.partial(serve_rest, routes))
         task_status.started((ws_url, f"http://127.0.0.1:{api_port}"))
 
 
-__all__ = ["BrokerState", "SentLog", "serve_tastytrade_simulator"]
+__all__ = ["BrokerState", "SentLog", "TokenIssuer", "serve_tastytrade_simulator"]

@@ -2,7 +2,13 @@
 
 Fills change the broker's state and are announced as ``order`` events with status ``filled``; the REST
 endpoints answer with Tradier's quirks (``"null"`` for no positions, a bare object for one). Heartbeats
-come every ``heartbeat_s``. A wrong token gets HTTP 401.
+come every ``heartbeat_s``. A wrong or expired token gets HTTP 401 ``Invalid Access Token``.
+
+Tokens: a fixed ``token`` is always accepted; with ``client_id``, ``client_secret`` and ``refresh_token``,
+``POST /v1/oauth/refreshtoken`` (HTTP Basic with the client's id and secret, a form body) issues access
+tokens that live ``access_lifetime_s`` and, when ``rotate_refresh`` (the default), a new refresh token
+each time, the old one then being refused. The account-events stream is authorized by its session id,
+not the token, so it outlives the token that created it.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ import orjson
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
-from bridge.adapters.http import Request, Response, serve_http
+from bridge.adapters.simulator.oauth import Request, Response, TokenIssuer, basic_credentials, serve_rest
 from bridge.adapters.simulator.server import SentLog, serve_loopback
 
 SYMBOLS: Final = ("AAPL", "MSFT", "SPY", "QQQ", "SPY251219C00650000")
 JSON: Final = "application/json"
+TEXT: Final = "text/plain"
 
 
 @attrs.define
@@ -36,7 +43,13 @@ class TradierState:
 
 async def serve_tradier_simulator(
     *,
-    token: str,
+    token: str | None = None,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    refresh_token: str | None = None,
+    access_lifetime_s: float = 86400.0,
+    rotate_refresh: bool = True,
+    issuer: TokenIssuer | None = None,
     accounts: tuple[str, ...] = ("VA000042",),
     fills_per_second: float = 5,
     total_fills: int | None = None,
@@ -57,12 +70,31 @@ async def serve_tradier_simulator(
     counter = itertools.count(1)
     ws_url = ""
 
+    tokens = issuer if issuer is not None else TokenIssuer(access_lifetime_s, rotate_refresh, prefix="tr")
+    if token is not None:
+        tokens.static = tokens.static | {token}
+    if refresh_token is not None:
+        tokens.add_refresh_token(refresh_token)
+
     def authorized(request: Request) -> bool:
-        return request.headers.get("authorization") == f"Bearer {token}"
+        verdict = tokens.check(request.headers.get("authorization"))
+        if verdict != "valid":
+            sent.extra[f"rest_refused_{verdict}"] += 1
+        return verdict == "valid"
+
+    async def refresh(request: Request) -> Response:
+        if request.method != "POST" or basic_credentials(request) != (client_id, client_secret):
+            return Response(401, b'{"error": "invalid_client"}', JSON)
+        form = request.form()
+        answer = tokens.exchange(form.get("refresh_token")) if form.get("grant_type") == "refresh_token" else None
+        if answer is None:
+            return Response(400, b'{"error": "invalid_grant", "error_description": "Invalid refresh token"}', JSON)
+        sent.extra["tokens_issued"] += 1
+        return Response(200, orjson.dumps(answer), JSON)
 
     async def positions(account: str, request: Request) -> Response:
         if not authorized(request):
-            return Response(401, b"Invalid Access Token")
+            return Response(401, b"Invalid Access Token", TEXT)
         sent.extra["polls"] += 1
         held = [{"symbol": s, "quantity": q, "cost_basis": q * 100, "id": n}
                 for n, ((a, s), q) in enumerate(broker.positions.items()) if a == account and q]  # fmt: skip
@@ -71,7 +103,7 @@ async def serve_tradier_simulator(
 
     async def balances(account: str, request: Request) -> Response:
         if not authorized(request):
-            return Response(401, b"Invalid Access Token")
+            return Response(401, b"Invalid Access Token", TEXT)
         cash = broker.cash[account]
         body = {"account_number": account, "total_cash": float(cash), "total_equity": float(cash) + 10_000,
                 "current_requirement": 500, "margin": {"stock_buying_power": float(cash) * 2}}  # fmt: skip
@@ -79,7 +111,7 @@ async def serve_tradier_simulator(
 
     async def new_session(request: Request) -> Response:
         if not authorized(request):
-            return Response(401, b"Invalid Access Token")
+            return Response(401, b"Invalid Access Token", TEXT)
         session = f"s-{next(counter)}"
         sessions.add(session)
         return Response(200, orjson.dumps({"stream": {"url": ws_url, "sessionid": session}}), JSON)
@@ -114,14 +146,14 @@ async def serve_tradier_simulator(
         except ConnectionClosed:
             pass
 
-    routes: dict[str, Any] = {"/v1/accounts/events/session": new_session}
+    routes: dict[str, Any] = {"/v1/accounts/events/session": new_session, "/v1/oauth/refreshtoken": refresh}
     for account in accounts:
         routes[f"/v1/accounts/{account}/positions"] = functools.partial(positions, account)
         routes[f"/v1/accounts/{account}/balances"] = functools.partial(balances, account)
     async with trio.open_nursery() as nursery:
         ws_url = await nursery.start(functools.partial(serve_loopback, events, path="/v1/accounts/events"))
-        port = await nursery.start(functools.partial(serve_http, routes, port=0, host="127.0.0.1"))
+        port = await nursery.start(functools.partial(serve_rest, routes))
         task_status.started(f"http://127.0.0.1:{port}/v1")
 
 
-__all__ = ["SentLog", "TradierState", "serve_tradier_simulator"]
+__all__ = ["SentLog", "TokenIssuer", "TradierState", "serve_tradier_simulator"]

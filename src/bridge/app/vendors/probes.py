@@ -6,11 +6,17 @@ the HTTP status or the exception type, never a credential.
 
 from __future__ import annotations
 
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
 import httpx
 import trio
 from trio_websocket import ConnectionRejected, HandshakeError, open_websocket_url
 
+from bridge.adapters.credentials import TRANSIENT, RefreshingToken
 from bridge.app.vendors.base import CheckResult
+from bridge.domain.ports import RetryLater
 
 TIMEOUT_S = 15.0
 
@@ -49,3 +55,28 @@ async def check_rest(feed: str, url: str, authorization_header: str) -> CheckRes
     if response.is_error:
         return (f"feed {feed}", False, f"the REST API answered HTTP {response.status_code}")
     return (f"feed {feed}", True, "the REST API accepted the token")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def bridge_home() -> Path:
+    """``BRIDGE_HOME`` as the core settings read it: a probe gets only its vendor's settings, and minting
+    a token must use (and update) the same kept refresh token as the running service, or a vendor that
+    rotates refresh tokens would lock that service out."""
+    return Path(os.environ.get("BRIDGE_HOME") or ".bridge")
+
+
+async def check_minted(feed: str, credentials: RefreshingToken, url: str) -> CheckResult:
+    """Mint an access token from the refresh token, then try the REST API with it; say when each expires."""
+    try:
+        expiry = await credentials.mint()
+        token = await credentials.get()
+    except RetryLater as exc:
+        return (f"feed {feed}", False, str(exc))
+    except TRANSIENT as exc:
+        return (f"feed {feed}", False, f"cannot reach the token endpoint: {type(exc).__name__}: {exc}")
+    refresh = "not stated by the vendor" if expiry.refresh is None else expiry.refresh.isoformat()
+    what, ok, detail = await check_rest(feed, url, f"Bearer {token}")
+    return (what, ok, f"{detail}; access token minted, expires {expiry.access.isoformat()}, refresh token {refresh}")
