@@ -84,7 +84,7 @@ class JournalConfig:
     retain_s: float = 0.0
     warmup_s: float = 6.0
     """Re-read this much before the checkpoint at start, to rebuild normalizer state (quote max age + margin)."""
-    segment_max_bytes: int = 64 * 1024**2
+    segment_max_bytes: int = 16 * 1024**2
     memory_tail_bytes: int = 32 * 1024**2
     """Per feed: records kept in memory for a normalizer that keeps up; beyond it, it reads from disk."""
 
@@ -247,6 +247,7 @@ class Journal:
     _data: trio.Event = attrs.Factory(trio.Event)
     _lock_fd: int | None = None
     _io: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(1))
+    _flushing: trio.Lock = attrs.Factory(trio.Lock)
     _reads: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(2))
 
     @property
@@ -419,42 +420,21 @@ class Journal:
 
     # -- reading --------------------------------------------------------------------------------------
 
-    async def read(self, feed: str) -> AsyncIterator[Record | DamagedRecord]:
-        """The feed's records from its checkpoint on (warm-up records first), forever."""
-        feed_log = self.log_of(feed)
-        while feed_log.recovered:
-            yield feed_log.recovered.pop(0)
-        while True:
-            tail = feed_log.tail
-            while tail and tail[0].seq < feed_log.cursor:  # read from disk meanwhile
-                feed_log.tail_bytes -= tail.popleft().nbytes
-            if tail and tail[0].seq == feed_log.cursor and feed_log.warmup_from is None:
-                record = tail.popleft()
-                feed_log.tail_bytes -= record.nbytes
-                feed_log.cursor = record.seq + 1
-                feed_log.notify()  # a memory-only append may be waiting for room
-                yield record
-                continue
-            if self.durable and (feed_log.cursor <= feed_log.appended_seq or feed_log.warmup_from is not None):
-                if feed_log.written_seq < feed_log.cursor and feed_log.warmup_from is None:
-                    self._data.set()  # ask the flusher for it now
-                    await feed_log.changed.wait()
-                    continue
-                async for item in self._read_disk(feed_log):
-                    yield item
-                continue
-            if feed_log.cursor > feed_log.appended_seq:
-                feed_log.memory_mode = True
-            await feed_log.changed.wait()
+    def reader(self, feed: str) -> JournalReader:
+        """The one reader of ``feed``'s log: its records from the checkpoint on (warm-up records first)."""
+        return JournalReader(self, self.log_of(feed))
 
-    async def _read_disk(self, feed_log: FeedLog) -> AsyncIterator[Record | DamagedRecord]:
-        """Records from the cursor (or the warm-up start) up to what is written, segment by segment."""
+    async def _read_disk(self, feed_log: FeedLog) -> list[Record | DamagedRecord]:
+        """Records from the cursor (or the warm-up start) up to what is written, the next segment's worth."""
         upto = feed_log.written_seq
         start = feed_log.warmup_from if feed_log.warmup_from is not None else feed_log.cursor
-        for segment in list(feed_log.segments):
+        out: list[Record | DamagedRecord] = []
+        segments = list(feed_log.segments)
+        for index, segment in enumerate(segments):
             if segment.first_seq > upto:
                 break
-            if segment.last_seq != -1 and segment.last_seq < start and segment is not feed_log.segments[-1]:
+            last = index == len(segments) - 1
+            if not last and segment.last_seq < start:
                 continue
             offset = 0
             if feed_log.read_at is not None and feed_log.read_at[0] == segment.path and feed_log.read_at[2] <= start:
@@ -473,19 +453,26 @@ class Journal:
                         offset=item.offset,
                         reason=item.reason,
                     )
-                    yield item
+                    out.append(item)
                     continue
                 seq, frame = item
                 if seq < start or seq > upto:
                     continue
                 if seq < feed_log.cursor:
-                    yield Record(seq, frame, warmup=True)
+                    out.append(Record(seq, frame, warmup=True))
                     continue
                 feed_log.cursor = seq + 1  # a gap before it was damaged records (reported above)
-                yield Record(seq, frame)
+                out.append(Record(seq, frame))
+            start = feed_log.cursor
+            if not last and segment.last_seq < upto:
+                if feed_log.warmup_from is not None:  # the warm-up goes on in the next segment, if it is still before
+                    after = segment.last_seq + 1
+                    feed_log.warmup_from = after if after < feed_log.cursor else None
+                return out  # one segment at a time: memory stays bounded by a segment
         feed_log.warmup_from = None
         feed_log.cursor = max(feed_log.cursor, upto + 1)
         feed_log.notify()
+        return out
 
     # -- flushing, checkpoints, cleanup ----------------------------------------------------------------
 
@@ -508,6 +495,10 @@ class Journal:
 
     async def flush(self) -> None:
         """Every buffered record to its segment file, fsync'd; on a full disk the feeds pause until it has room."""
+        async with self._flushing:  # one flush at a time: two would write the same buffered bytes twice
+            await self._flush()
+
+    async def _flush(self) -> None:
         for feed_log in list(self.logs.values()):
             if not feed_log.buffer:
                 continue
@@ -650,6 +641,44 @@ class _PartialWrite(Exception):
         self.error = error
 
 
+@attrs.define
+class JournalReader:
+    """Reads one feed's log for its normalizer: from the memory tail while it keeps up, else from disk."""
+
+    journal: Journal
+    log: FeedLog
+    ready: deque[Record | DamagedRecord] = attrs.Factory(deque)
+
+    def __attrs_post_init__(self) -> None:
+        self.ready.extend(self.log.recovered)
+        self.log.recovered.clear()
+
+    async def receive(self) -> Record | DamagedRecord:
+        journal, feed_log = self.journal, self.log
+        while True:
+            if self.ready:
+                return self.ready.popleft()
+            tail = feed_log.tail
+            while tail and tail[0].seq < feed_log.cursor:  # read from disk meanwhile
+                feed_log.tail_bytes -= tail.popleft().nbytes
+            if tail and tail[0].seq == feed_log.cursor and feed_log.warmup_from is None:
+                record = tail.popleft()
+                feed_log.tail_bytes -= record.nbytes
+                feed_log.cursor = record.seq + 1
+                feed_log.notify()  # a memory-only append may be waiting for room
+                return record
+            if journal.durable and (feed_log.cursor <= feed_log.appended_seq or feed_log.warmup_from is not None):
+                if feed_log.written_seq < feed_log.cursor and feed_log.warmup_from is None:
+                    journal._data.set()  # ask the flusher for it now
+                    await feed_log.changed.wait()
+                    continue
+                self.ready.extend(await journal._read_disk(feed_log))
+                continue
+            if feed_log.cursor > feed_log.appended_seq:
+                feed_log.memory_mode = True
+            await feed_log.changed.wait()
+
+
 def _last_at(segment: _Segment) -> datetime | None:
     items, _, _ = read_segment(segment.path, "")
     frames = [item[1] for item in items if not isinstance(item, DamagedRecord)]
@@ -672,15 +701,17 @@ async def open_journal(
     journal = Journal(config, stats) if clock is None else Journal(config, stats, clock)
     journal.open()
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(journal.serve_flush)
-            try:
-                yield journal
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(10):
-                    if journal.durable:
-                        await journal.flush()
-                        await journal.save_checkpoints()
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(journal.serve_flush)
+                try:
+                    yield journal
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                if journal.durable:
+                    await journal.flush()
+                    await journal.save_checkpoints()
     finally:
         journal.close()

@@ -95,7 +95,9 @@ class Pipeline:
     async def serve_normalizer(self, feed: str) -> None:
         """Read ``feed``'s journal forever: normalize each frame and hand its rows to the writers."""
         feed_log = self.journal.log_of(feed)
-        async for item in self.journal.read(feed):
+        reader = self.journal.reader(feed)
+        while True:
+            item = await reader.receive()
             if isinstance(item, DamagedRecord):
                 await self._send(feed, None, Table.DEAD_LETTERS, [damaged_dead_letter(item, self.clock)])
                 continue
