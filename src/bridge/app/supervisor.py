@@ -41,7 +41,9 @@ class AttemptSink:
 
     The first ``connected`` calls ``task_status.started()``; later ones (a feed that reports its
     REST snapshot, then its stream) are passed on only. Frames emitted before it (the hello's
-    status frames, credentials being checked) do not make the attempt productive; frames after it do.
+    status frames) do not make the attempt productive; frames after it do, except those the
+    transport already marked unusable (``problem``): a server that sends only an oversized message
+    on every connection must back off, not be reconnected at once forever.
     """
 
     inner: FrameSink
@@ -58,7 +60,7 @@ class AttemptSink:
 
     async def emit(self, frame: ReceivedFrame) -> None:
         await self.inner.emit(frame)
-        if self.connected_at is not None:
+        if self.connected_at is not None and frame.problem is None:
             self.frames_after_connected += 1
 
     def ensure_started(self) -> None:
