@@ -101,6 +101,21 @@ async def test_a_server_that_accepts_tcp_and_says_nothing_fails_the_handshake_in
     assert "test" not in stats.feeds_ever_connected
 
 
+async def test_a_server_that_accepts_tcp_and_says_nothing_fails_the_tls_handshake_in_time() -> None:
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        port = await serve_tcp(silent, nursery)
+        started = trio.current_time()
+        with trio.fail_after(5), pytest.raises(StepTimedOut) as raised:
+            await session(f"wss://127.0.0.1:{port}/", deadlines=attrs.evolve(FAST, tls_s=0.2)).run(Sink())
+        elapsed = trio.current_time() - started
+        nursery.cancel_scope.cancel()
+    assert str(raised.value) == f"TLS handshake with wss://127.0.0.1:{port}/ took longer than 0.2 s"
+    assert 0.2 <= elapsed < 0.8
+
+
 @attrs.define
 class AuthThenWait:
     """A protocol that sends its credentials and waits for the answer."""
