@@ -23,6 +23,7 @@ import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Final, Protocol
 from urllib.parse import urlsplit
 
@@ -143,34 +144,37 @@ class _LenientMessageDecoder(MessageDecoder):
     def __init__(self) -> None:
         super().__init__()
         self._text: codecs.IncrementalDecoder | None = None
+        self._is_text = False
         self.message_bytes = 0
-        self.message_prefix = bytearray()
+        self._prefix: list[bytes | bytearray] = []
+        """The message's first payloads, by reference (copying each message would cost the firehose)."""
+
+    @property
+    def message_prefix(self) -> bytes:
+        """The first ``OVERSIZED_PREFIX_BYTES`` of the message in progress (or the last one)."""
+        return b"".join(self._prefix)[:OVERSIZED_PREFIX_BYTES]
 
     def process_frame(self, frame: Frame) -> Frame:
         if frame.opcode is not Opcode.CONTINUATION:
-            self.message_bytes = 0
-            del self.message_prefix[:]
-        if frame.opcode is Opcode.TEXT:
-            self._text = _utf8_decoder()
-            frame = Frame(Opcode.BINARY, frame.payload, frame.frame_finished, frame.message_finished)
-        elif frame.opcode is Opcode.BINARY:
-            self._text = None
+            self.message_bytes, self._prefix, self._text = 0, [], None
+            self._is_text = frame.opcode is Opcode.TEXT
+            if self._is_text:
+                frame = Frame(Opcode.BINARY, frame.payload, frame.frame_finished, frame.message_finished)
         result = super().process_frame(frame)
         payload = result.payload
         assert isinstance(payload, bytes | bytearray)
+        if self.message_bytes < OVERSIZED_PREFIX_BYTES:
+            self._prefix.append(payload)
         self.message_bytes += len(payload)
-        if len(self.message_prefix) < OVERSIZED_PREFIX_BYTES:
-            self.message_prefix += payload[: OVERSIZED_PREFIX_BYTES - len(self.message_prefix)]
-        if self._text is None:
+        if not self._is_text:
             return result
-        text = self._text.decode(payload, result.message_finished)
-        if result.message_finished:
-            self._text = None
+        if self._text is None and result.message_finished:  # the whole message in one frame: no state to keep
+            text = payload.decode("utf-8", errors="surrogateescape")
+        else:
+            if self._text is None:
+                self._text = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+            text = self._text.decode(payload, result.message_finished)
         return Frame(Opcode.TEXT, text, result.frame_finished, result.message_finished)
-
-
-def _utf8_decoder() -> codecs.IncrementalDecoder:
-    return codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
 
 
 class _LenientWSConnection(WSConnection):
@@ -200,6 +204,38 @@ class _LenientWSConnection(WSConnection):
                 log.warning("wsproto internals changed: invalid UTF-8 text will close the connection")
 
 
+def frame_of(feed: str, received_at: datetime, message: str | bytes) -> ReceivedFrame:
+    """The frame of one received message; one that is not UTF-8 carries the problem, its bytes escaped.
+
+    A text message holds lone surrogates exactly where its bytes were not UTF-8 (see
+    ``_LenientMessageDecoder``); a binary one is decoded here. Either way an undecodable byte
+    becomes a ``\\xNN`` escape, so the dead letter stays readable text.
+    """
+    if isinstance(message, str):
+        if message.isascii():
+            return ReceivedFrame(feed, received_at, message)
+        try:
+            message.encode("utf-8")
+        except UnicodeEncodeError:
+            return _not_utf8(feed, received_at, message.encode("utf-8", errors="surrogateescape"), "text")
+        return ReceivedFrame(feed, received_at, message)
+    try:
+        return ReceivedFrame(feed, received_at, message.decode("utf-8"))
+    except UnicodeDecodeError:
+        return _not_utf8(feed, received_at, message, "binary")
+
+
+def _not_utf8(feed: str, received_at: datetime, raw: bytes, kind: str) -> ReceivedFrame:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        reason = f"{kind} frame is not UTF-8: {exc}"
+    else:  # pragma: no cover - only called for bytes that failed to decode
+        reason = f"{kind} frame is not UTF-8"
+    text = raw.decode("utf-8", errors="backslashreplace")
+    return ReceivedFrame(feed, received_at, text, problem=("invalid_utf8", reason))
+
+
 @attrs.frozen
 class Deadlines:
     """Seconds each step of setting up a connection may take before the bridge gives up on it."""
@@ -214,7 +250,7 @@ class Deadlines:
 
 
 @asynccontextmanager
-async def open_websocket(
+async def open_websocket_client(
     url: str,
     *,
     headers: Sequence[tuple[str, str]] = (),
@@ -347,7 +383,7 @@ class WebSocketSession:
             raise StreamClosed(f"connection closed by the server ({detail})") from None
 
     async def _connect_and_receive(self, sink: FrameSink) -> None:
-        async with open_websocket(
+        async with open_websocket_client(
             self.url, headers=self.headers, deadlines=self.deadlines, max_message_bytes=self.max_message_bytes
         ) as (ws, protocol):
             if self.protocol is not None:
@@ -415,35 +451,12 @@ class WebSocketSession:
             if code == MESSAGE_TOO_BIG and decoder is not None and decoder.message_bytes > self.max_message_bytes:
                 await self._oversized(decoder, sink)
             raise
-        if isinstance(message, str):
-            if message.isascii():
-                return ReceivedFrame(self.feed, self.clock(), message)
-            try:
-                message.encode("utf-8")
-            except UnicodeEncodeError:  # lone surrogates: the bytes were not UTF-8 (see _LenientMessageDecoder)
-                raw = message.encode("utf-8", errors="surrogateescape")
-                return self._not_utf8(raw, "text")
-            return ReceivedFrame(self.feed, self.clock(), message)
-        try:
-            return ReceivedFrame(self.feed, self.clock(), message.decode("utf-8"))
-        except UnicodeDecodeError:
-            return self._not_utf8(message, "binary")
-
-    def _not_utf8(self, raw: bytes, kind: str) -> ReceivedFrame:
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            reason = f"{kind} frame is not UTF-8: {exc}"
-        else:  # pragma: no cover - only called for bytes that failed to decode
-            reason = f"{kind} frame is not UTF-8"
-        # kept readable for the dead-letter table: undecodable bytes become \xNN escapes
-        text = raw.decode("utf-8", errors="backslashreplace")
-        return ReceivedFrame(self.feed, self.clock(), text, problem=("invalid_utf8", reason))
+        return frame_of(self.feed, self.clock(), message)
 
     async def _oversized(self, decoder: _LenientMessageDecoder, sink: FrameSink) -> None:
         """The transport closed the connection on a message over its limit: dead-letter what is known of it."""
         self.oversized_closes[self.feed] += 1
-        prefix = bytes(decoder.message_prefix)
+        prefix = decoder.message_prefix
         reason = (
             f"message of more than {self.max_message_bytes:,} bytes (at least {decoder.message_bytes:,} received)"
             f" exceeds the transport's limit; the connection was closed (1009); the frame holds its first"
