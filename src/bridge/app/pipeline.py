@@ -25,7 +25,7 @@ import trio
 
 from bridge.adapters.journal import DamagedRecord, FeedLog, Journal, JournalConfig, Record, open_journal
 from bridge.app.stats import FeedState, PipelineStats
-from bridge.app.supervisor import run_supervised
+from bridge.app.supervisor import supervise_feed
 from bridge.app.writer import ByteBudget, DeadLetterSender, Delivery, TableWriter
 from bridge.domain.frames import dead_letter, normalize_totally, unexpected
 from bridge.domain.ids import stable_id
@@ -265,12 +265,12 @@ async def run_feeds(feeds: Sequence[Feed], pipeline: Pipeline, restart: BackoffP
     """Run every feed under its own supervisor; return when all finite feeds have finished."""
     async with trio.open_nursery() as nursery:
         for feed in feeds:
-            child = functools.partial(feed.run, pipeline)
             nursery.start_soon(
                 functools.partial(
-                    run_supervised,
+                    supervise_feed,
                     feed.name,
-                    child,
+                    feed.run,
+                    pipeline,
                     restart,
                     pipeline.stats,
                     restart_when_finished=not feed.finite,
