@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 import signal
 import socket
 import subprocess
@@ -40,8 +41,13 @@ async def http_get(port: int, path: str) -> tuple[int, str]:
 
 
 def clean_env(**variables: str) -> dict[str, str]:
-    """The parent's environment without any bridge setting, plus ``variables``."""
+    """The parent's environment without any bridge setting, plus ``variables``.
+
+    ``BRIDGE_HOME`` is a fresh directory unless given: each process gets its own journal, so no test
+    replays another one's frames.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_") and k != "DATABASE_URL"}
+    variables.setdefault("BRIDGE_HOME", tempfile.mkdtemp(prefix="bridge-home-"))
     return {**env, **variables}
 
 
@@ -125,7 +131,7 @@ async def test_run_ingests_a_stream_and_flushes_on_sigterm(tmp_path: Path, datab
         stored = connection.execute("select count(*) from options_flow").fetchone()
     assert stored == (sent.messages_by_table["options_flow"],)
     lines = [orjson.loads(line) for line in text.splitlines() if line.strip()]
-    assert any(line["event"] == "stop requested: stopping feeds and flushing" for line in lines)
+    assert any(line["event"] == "stop requested: stopping feeds and committing what they journaled" for line in lines)
     assert token not in text
 
 

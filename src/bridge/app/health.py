@@ -156,14 +156,6 @@ class BridgeCollector(Collector):
             "bridge_commit_latency_seconds", "Received → committed, per row", {"": stats.commit_latency_s}, ""
         )
         yield GaugeMetricFamily("bridge_pending_rows", "Rows normalized, not yet committed", value=stats.rows_in_flight)
-        buffered = GaugeMetricFamily("bridge_buffer_rows", "Rows a writer holds in memory", labels=["table"])
-        spooled = GaugeMetricFamily("bridge_spool_bytes", "Bytes waiting in the disk spool", labels=["table"])
-        for table, rows in stats.buffer_rows.items():
-            buffered.add_metric([str(table)], rows)
-        for table, size in stats.spool_bytes.items():
-            spooled.add_metric([str(table)], size)
-        yield buffered
-        yield spooled
         yield from self._second_round()
         for normalizer in self.normalizers.values():
             if isinstance(normalizer, PolygonNormalizer):

@@ -86,10 +86,6 @@ class PipelineStats:
     write_seconds: defaultdict[Table, Histogram] = attrs.Factory(lambda: _histograms(LATENCY_BUCKETS_S))
     commit_latency_s: Histogram = attrs.Factory(lambda: Histogram(LATENCY_BUCKETS_S))
     """Received → committed, per row."""
-    buffer_rows: Counter[Table] = attrs.Factory(Counter)
-    """Rows each writer holds in memory, waiting for the database."""
-    spool_bytes: Counter[Table] = attrs.Factory(Counter)
-    rows_lost_at_shutdown: Counter[Table] = attrs.Factory(Counter)
     last_commit_s: float | None = None
     """trio's clock at the last successful write (readiness: the database answers)."""
     feeds_ever_connected: set[str] = attrs.Factory(set)
@@ -113,7 +109,7 @@ class PipelineStats:
 
     @property
     def rows_in_flight(self) -> int:
-        """Rows normalized and not yet committed: what the writers' buffers hold."""
+        """Rows normalized and not yet committed: what waits for, or is in, a write."""
         return max(0, sum(self.rows_normalized.values()) - sum(self.rows_committed.values()))
 
     @property
