@@ -140,6 +140,10 @@ class _Segment:
     first_seq: int
     path: Path
     size: int = 0
+    """Bytes in the file (updated by the writing thread)."""
+    readable: int = 0
+    """Bytes a reader may read: set on the event loop once a write has returned, together with ``written_seq``,
+    so a reader never sees records newer than ``written_seq`` (and never skips them)."""
     last_seq: int = -1
     """The last seq written to it (-1: none yet)."""
     last_at: datetime | None = None
@@ -298,7 +302,8 @@ class Journal:
         feed_log = FeedLog(feed, directory)
         paths = [path for path in directory.glob(f"*{SEGMENT_SUFFIX}") if path.stem.isdigit()]
         for path in sorted(paths, key=lambda p: int(p.stem)):
-            feed_log.segments.append(_Segment(int(path.stem), path, path.stat().st_size))
+            size = path.stat().st_size
+            feed_log.segments.append(_Segment(int(path.stem), path, size, size))
         for before, after in itertools.pairwise(feed_log.segments):
             before.last_seq = after.first_seq - 1
         checkpoint_seq, checkpoint_at = self._read_checkpoint(directory / CHECKPOINT)
@@ -314,7 +319,7 @@ class Journal:
                 text = torn.decode("utf-8", errors="backslashreplace")
                 feed_log.recovered.append(DamagedRecord(feed, last.path, complete, "torn record at the end", text))
                 os.truncate(last.path, complete)
-                last.size = complete
+                last.size = last.readable = complete
             feed_log.next_seq = last.last_seq + 1
             checkpoint_seq = max(checkpoint_seq, feed_log.segments[0].first_seq)
             checkpoint_seq = min(checkpoint_seq, feed_log.next_seq)
@@ -440,7 +445,7 @@ class Journal:
             if feed_log.read_at is not None and feed_log.read_at[0] == segment.path and feed_log.read_at[2] <= start:
                 offset = feed_log.read_at[1]
             items, end, _ = await trio.to_thread.run_sync(
-                read_segment, segment.path, feed_log.feed, offset, segment.size, limiter=self._reads
+                read_segment, segment.path, feed_log.feed, offset, segment.readable, limiter=self._reads
             )
             feed_log.read_at = (segment.path, end, upto + 1)
             for item in items:
@@ -518,6 +523,8 @@ class Journal:
                 return
             del feed_log.buffer[: len(data)]
             feed_log.buffered_first_seq = last + 1
+            for segment in feed_log.segments:
+                segment.readable = segment.size
             feed_log.written_seq = last
             feed_log.segments[-1].last_seq = last
             feed_log.notify()
