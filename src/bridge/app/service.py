@@ -24,7 +24,7 @@ from bridge.app.stats import FeedState, PipelineStats
 from bridge.app.supervisor import run_supervised
 from bridge.domain.models import ReceivedFrame
 from bridge.domain.nbbo import NbboBook
-from bridge.domain.normalizers.benzinga import normalize_benzinga
+from bridge.domain.normalizers.benzinga import BenzingaNormalizer
 from bridge.domain.normalizers.console import normalize_console
 from bridge.domain.normalizers.polygon import PolygonNormalizer
 from bridge.domain.normalizers.schwab import normalize_schwab
@@ -52,7 +52,7 @@ def normalizers(settings: Settings | None = None) -> Mapping[str, Normalizer]:
     return {
         "console": normalize_console,
         "polygon": PolygonNormalizer(quote_max_age_ms=settings.quote_max_age_ms, book=book),
-        "benzinga": normalize_benzinga,
+        "benzinga": BenzingaNormalizer(),
         "tastytrade": normalize_tastytrade,
         "tradier": normalize_tradier,
         "schwab": normalize_schwab,
