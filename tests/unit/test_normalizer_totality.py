@@ -323,3 +323,19 @@ def test_loads_exact_reads_ordinary_frames_as_orjson_does() -> None:
     text = text_of([TRADE, QUOTE, {"n": 123456789012345, "f": 0.1}])
     assert loads_exact(text) == orjson.loads(text)
     assert loads_exact('{"a": 1.50, "b": 12345678901234567}') == {"a": Decimal("1.50"), "b": 12345678901234567}
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("18446744073709551617", Decimal(18446744073709551617)),
+        ("-9223372036854775809", Decimal(-9223372036854775809)),
+        ("1.00000000000000000001", Decimal("1.00000000000000000001")),
+        ("12345678.123456789", Decimal("12345678.123456789")),
+        ("1e-400", Decimal("1E-400")),
+        ("1e400", Decimal("1E+400")),
+        ("1.2345678901234567e5", Decimal("123456.78901234567")),
+    ],
+)
+def test_loads_exact_keeps_what_a_float_would_round(text: str, value: Decimal) -> None:
+    assert loads_exact(f'{{"n":{text}}}') == {"n": value}

@@ -192,9 +192,11 @@ async def serve_benzinga_simulator(
                 text = orjson.dumps(message).decode()
                 recent.append((message, text))
                 published += 1
-                sent.extra["published"] += 1
             client = current[0]
-            if client is None or not await client.send([text]):
+            delivered = client is not None and await client.send([text])
+            if message is not None:  # counted once its fate is known, so a test waiting for it sees both
+                sent.extra["published"] += 1
+            if client is None or not delivered:
                 sent.extra["published_while_disconnected"] += message is not None
                 continue
             if message is None:
