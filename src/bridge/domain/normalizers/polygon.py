@@ -52,6 +52,7 @@ from bridge.domain.values import (
 SOURCE: Final = "polygon"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _PLAIN_NUMBERS: Final = (float, int)
+_SEQUENCE_TYPES: Final = (int, str, float, Decimal)
 _ONE_US: Final = timedelta(microseconds=1)
 _TRADE_MAX_AGE_US: Final = TRADE_MAX_AGE // _ONE_US
 _MAX_CLOCK_SKEW_US: Final = MAX_CLOCK_SKEW // _ONE_US
@@ -194,10 +195,10 @@ class PolygonNormalizer:
         # the text ``stable_id(SOURCE, ticker, exchange, at_ms, sequence)`` hashes, formatted in one go
         if sequence is None:
             sequence_text: object = ""
-        elif type(sequence) is int:
+        elif type(sequence) in _SEQUENCE_TYPES:  # the spec's integer (text and floats hash as they always did)
             sequence_text = sequence
-        else:  # the spec's integer, or text that identifies it the same whatever its JSON type
-            sequence_text = raw_json(sequence)
+        else:
+            raise InvalidValue(f"q: expected a sequence number, got {_shown(sequence)}")
         trade_id = id_of_text(f"{SOURCE}\x1f{ticker}\x1f{exchange_text}\x1f{at_ms}\x1f{sequence_text}")
         try:
             raw = orjson.dumps(event).decode()
