@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import orjson
 import trio
 
@@ -19,10 +21,12 @@ from bridge.app.pipeline import run_bridge
 from bridge.app.service import normalizers, stop_when, utc_now
 from bridge.app.stats import PipelineStats
 from bridge.domain.models import ReceivedFrame, Table
+from bridge.domain.policies import BackoffPolicy
 from tests.integration.helpers import never, query
 from tests.integration.test_pipeline_postgres import AT, CONFIG
 
 TOKEN = "bz.production-token"
+VENDORS = Path(__file__).parents[1] / "fixtures" / "vendors" / "benzinga"
 
 
 def expected_state(messages: list[dict[str, Any]]) -> dict[int, tuple[str, str]]:
@@ -44,7 +48,7 @@ async def test_a_live_stream_with_updates_removals_repeats_disconnects_and_bad_f
             serve_benzinga_simulator, token=TOKEN, messages_per_second=None, total_messages=600,
             disconnect_every_frames=40, bad_frame_every=50, log=sent))  # fmt: skip
         feed = BenzingaFeed(url=url, api_key=TOKEN, clock=utc_now, ping_interval_s=1)
-        done = stop_when(lambda: sent.messages_sent >= 600 and stats.total_frames >= sent.frames_sent)
+        done = stop_when(lambda: sent.extra["published"] >= 600 and stats.total_frames >= sent.frames_sent)
         with trio.fail_after(60):
             assert await run_bridge([feed], repository, normalizers(), CONFIG, stats, utc_now, done)
         nursery.cancel_scope.cancel()
@@ -118,6 +122,102 @@ async def test_a_headline_change_updates_the_row_and_a_removal_keeps_it(
     assert query(database_url, "select headline, raw->'data'->>'action' from news_events") == [
         ("Second headline", "Removed")
     ]
+
+
+def final_state(messages: list[dict[str, Any]]) -> dict[int, tuple[str, str]]:
+    """article id → (last action, last title) of what the newsroom published, in order."""
+    return {m["data"]["content"]["id"]: (m["data"]["action"].lower(), m["data"]["content"]["title"]) for m in messages}
+
+
+async def stream_with_gaps(
+    repository: PostgresRepository, *, replay: bool, accepts_actions: bool = True, published: int = 240
+) -> tuple[SentLog, PipelineStats, BenzingaFeed, list[dict[str, Any]]]:
+    """News at 100 a second; the server drops the client every 30 frames and the feed waits 0.3 s to
+    reconnect, so about 30 messages are published while nobody is connected, each time."""
+    start = utc_now() - timedelta(minutes=1)  # the scenario's times are relative to the feed's clock
+    sent = SentLog(keep_messages=True)
+    stats = PipelineStats()
+    config = attrs.evolve(CONFIG, feed_restart=BackoffPolicy(initial_s=0.3, max_s=0.3, jitter=0))
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(functools.partial(
+            serve_benzinga_simulator, token=TOKEN, messages_per_second=100, total_messages=published,
+            disconnect_every_frames=30, accepts_actions=accepts_actions, start=start, seed=5, log=sent))  # fmt: skip
+        feed = BenzingaFeed(url=url, api_key=TOKEN, clock=utc_now, ping_interval_s=5, replay_on_reconnect=replay)
+
+        def settled() -> bool:  # everything published, the last reconnect's replay answered and all received
+            answered = not replay or feed.protocol.replay_refused or sent.extra["replays"] == sent.connections - 1
+            return sent.extra["published"] >= published and answered and stats.total_frames >= sent.frames_sent
+
+        with trio.fail_after(60):
+            assert await run_bridge([feed], repository, normalizers(), config, stats, utc_now, stop_when(settled))
+        nursery.cancel_scope.cancel()
+    newsroom = list(itertools.islice(BenzingaScenario(seed=5, start=start).messages(), published))
+    return sent, stats, feed, newsroom
+
+
+async def test_news_published_during_disconnects_lands_once_per_article_through_replay(
+    database_url: str, repository: PostgresRepository
+) -> None:
+    sent, stats, feed, newsroom = await stream_with_gaps(repository, replay=True)
+    assert stats.feed_restarts["benzinga"] >= 3
+    assert sent.extra["published_while_disconnected"] >= 3 * 10  # the gaps were real
+    assert feed.protocol.replays_sent == sent.extra["replays"] == sent.connections - 1  # after each reconnect only
+    assert sent.extra["replayed"] > sent.extra["published_while_disconnected"]  # replays overlap what landed
+    expected = final_state(newsroom)
+    rows = query(database_url, "select (raw->'data'->'content'->>'id')::bigint, lower(raw->'data'->>'action'),"
+                               " headline from news_events")  # fmt: skip
+    assert len(rows) == len(expected)  # every article published, exactly once
+    for article_id, action, headline in rows:
+        expected_action, expected_title = expected[article_id]
+        assert action == expected_action
+        if expected_action not in ("removed", "deleted"):
+            assert headline == expected_title
+    assert query(database_url, "select count(*) from bridge_dead_letters") == [(0,)]
+
+
+async def test_without_replay_news_published_during_a_disconnect_is_missing(
+    database_url: str, repository: PostgresRepository
+) -> None:
+    """The control for the test above: the same stream, no replay, and the gaps' articles are lost."""
+    sent, _, feed, newsroom = await stream_with_gaps(repository, replay=False)
+    assert sent.extra["replays"] == feed.protocol.replays_sent == 0
+    delivered = final_state(sent.messages)
+    assert query(database_url, "select count(*) from news_events") == [(len(delivered),)]
+    assert len(delivered) < len(final_state(newsroom))
+
+
+async def test_an_endpoint_that_refuses_text_makes_the_feed_stop_asking_for_replays(
+    database_url: str, repository: PostgresRepository
+) -> None:
+    """A server following the v1 spec closes the connection on any text: one replay request, then none."""
+    sent, stats, feed, _ = await stream_with_gaps(repository, replay=True, accepts_actions=False, published=150)
+    assert feed.protocol.replay_refused
+    assert feed.protocol.replays_sent == sent.extra["text_refused"] == 1
+    assert stats.feed_restarts["benzinga"] >= 3  # it went on streaming, reconnecting without asking
+    assert query(database_url, "select count(*) from news_events") == [(len(final_state(sent.messages)),)]
+
+
+async def test_a_v1_removal_without_content_marks_nothing_and_invents_no_row(
+    database_url: str, repository: PostgresRepository
+) -> None:
+    """The v1 spec's own example, then a removal carrying only its event id: one article, unmarked, one dead letter."""
+    created = (VENDORS / "news_stream_v1_example.json").read_text()
+    removed = (VENDORS / "news_stream_v1_removed.json").read_text()
+    at = datetime(2012, 2, 18, 9, 0, 1, tzinfo=UTC)
+
+    class Two:
+        name, finite = "benzinga", True
+
+        async def run(self, sink: Any) -> None:
+            for text in (created, removed):
+                await sink.emit(ReceivedFrame("benzinga", at, text))
+
+    assert await run_bridge([Two()], repository, normalizers(), CONFIG, PipelineStats(), utc_now, never)
+    assert query(database_url, "select headline, raw->'data'->>'action', event_ts from news_events") == [
+        ("Company A reports record earnings in Q1", "Created", datetime(2012, 2, 17, 21, 1, 39, tzinfo=UTC))
+    ]
+    ((reason,),) = query(database_url, "select reason from bridge_dead_letters")
+    assert "data.id is the event's id, not the article's" in reason
 
 
 async def test_a_token_the_vendor_rejects_is_reported_clearly(repository: PostgresRepository) -> None:

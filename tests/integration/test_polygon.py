@@ -13,11 +13,17 @@ import trio
 from bridge.adapters.feeds.polygon import PolygonFeed
 from bridge.adapters.postgres.repository import PostgresRepository
 from bridge.adapters.replay import ReplayFeed
-from bridge.adapters.simulator.polygon import PolygonScenario, SentLog, prebuilt_frames, serve_polygon_simulator
+from bridge.adapters.simulator.polygon import (
+    SPEC_CONNECT_EVENT,
+    PolygonScenario,
+    SentLog,
+    prebuilt_frames,
+    serve_polygon_simulator,
+)
 from bridge.app.pipeline import run_bridge
 from bridge.app.service import normalizers, stop_when, utc_now
 from bridge.app.stats import PipelineStats
-from bridge.domain.models import Table
+from bridge.domain.models import ReceivedFrame, Table
 from bridge.domain.normalizers.polygon import PolygonNormalizer
 from tests.integration.helpers import never, query
 from tests.integration.test_pipeline_postgres import CONFIG
@@ -110,6 +116,45 @@ async def test_a_server_closing_every_few_frames_loses_and_duplicates_nothing(
     assert sent.connections == stats.feed_restarts["polygon"] + 1
     assert query(database_url, "select count(*), count(distinct id) from options_flow") == [(3000, 3000)]
     assert query(database_url, "select count(*) from bridge_dead_letters") == [(0,)]
+
+
+async def test_the_spec_connect_event_is_answered_with_auth_like_the_official_clients_do(
+    database_url: str, repository: PostgresRepository
+) -> None:
+    """The spec's connect event says ``success``, not ``connected``: the feed authenticates all the same.
+
+    (Waiting for ``connected`` it never sent ``auth``: the server timed the client out and no trade landed.)
+    """
+    sent, stats, _, _ = await stream_polygon(
+        repository, total_trades=500, connect_event=SPEC_CONNECT_EVENT, disconnect_every_frames=4, batch_size=50
+    )
+    assert sent.extra["auth_timeout"] == 0
+    assert sent.connections == stats.feed_restarts["polygon"] + 1 >= 2  # and again after every reconnect
+    assert query(database_url, "select count(*), count(distinct id) from options_flow") == [(500, 500)]
+    assert query(database_url, "select count(*) from bridge_dead_letters") == [(0,)]
+
+
+async def test_a_trade_beyond_64_bits_and_one_without_an_exchange_land_exactly(
+    database_url: str, repository: PostgresRepository
+) -> None:
+    at = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
+    t = int(at.timestamp() * 1000) - 500
+    text = (
+        f'[{{"ev":"T","sym":"O:SPY251219C00650000","x":302,"p":1.25,"s":{2**64 + 1},"t":{t},"q":1}},'
+        f'{{"ev":"T","sym":"O:SPY251219C00650000","p":1.5,"s":2,"t":{t},"q":2}}]'
+    )
+
+    class One:
+        name, finite = "polygon", True
+
+        async def run(self, sink: Any) -> None:
+            await sink.emit(ReceivedFrame("polygon", at, text))
+
+    assert await run_bridge([One()], repository, normalizers(), CONFIG, PipelineStats(), utc_now, never)
+    assert query(database_url, "select size, notional, venue, (raw->>'s')::numeric from options_flow order by 1") == [
+        (Decimal(2), Decimal("300.0"), None, Decimal(2)),  # no "x": stored, without a venue
+        (Decimal(2**64 + 1), Decimal("1.25") * (2**64 + 1) * 100, "XCBO", Decimal(2**64 + 1)),
+    ]
 
 
 async def test_a_wrong_key_ends_in_auth_failed_handling_not_a_crash(repository: PostgresRepository) -> None:

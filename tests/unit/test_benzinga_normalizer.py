@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from bridge.domain.models import NewsEventRow, ReceivedFrame
-from bridge.domain.normalizers.benzinga import normalize_benzinga
+from bridge.domain.normalizers.benzinga import BenzingaNormalizer, normalize_benzinga
 
 RECEIVED = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
 
@@ -108,3 +108,31 @@ def test_malformed_messages_say_why(message: object, reason: str) -> None:
     text = message if isinstance(message, str) else orjson.dumps(message).decode()
     (letter,) = normalize_benzinga(ReceivedFrame("benzinga", RECEIVED, text)).dead_letters
     assert reason in letter.reason
+
+
+def test_an_older_revision_after_a_newer_one_makes_no_row() -> None:
+    """A replay can bring an article's older message after its newer one: the newer state stays."""
+    normalizer = BenzingaNormalizer()
+    created = v1("Created")
+    updated = v1("Updated", title="Nestlé beats estimates", revision_id=2)
+    updated["data"]["timestamp"] = "2026-11-20T14:06:00.000Z"  # type: ignore[index]
+    removed = v1("Removed")
+    removed["data"]["timestamp"] = "2026-11-20T14:07:00.000Z"  # type: ignore[index]
+
+    def rows(message: dict[str, object]) -> tuple[object, ...]:
+        return normalizer(ReceivedFrame("benzinga", RECEIVED, orjson.dumps(message).decode())).rows
+
+    assert len(rows(created)) == len(rows(updated)) == 1
+    assert rows(created) == () and normalizer.superseded == 1  # the replayed creation
+    assert len(rows(updated)) == 1  # the same message again is a harmless repeat
+    assert len(rows(removed)) == 1
+    assert rows(updated) == () and normalizer.superseded == 2  # withdrawn stays withdrawn
+    other = v1("Created", id=1)
+    assert len(rows(other)) == 1  # per article
+
+
+def test_the_memory_of_articles_is_bounded() -> None:
+    normalizer = BenzingaNormalizer(max_articles=2)
+    for article in (1, 2, 3):
+        normalizer(ReceivedFrame("benzinga", RECEIVED, orjson.dumps(v1(id=article)).decode()))
+    assert len(normalizer._newest) == 2

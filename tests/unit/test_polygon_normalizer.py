@@ -131,9 +131,18 @@ def test_status_events_are_protocol_and_bad_events_are_dead_lettered_with_the_re
     assert "event 4: t: expected Unix milliseconds as an integer, got 'soon'" in letter.reason
 
 
-def test_a_frame_that_is_not_an_array_is_dead_lettered() -> None:
-    result = PolygonNormalizer()(ReceivedFrame("polygon", RECEIVED, '{"ev": "T"}'))
+@pytest.mark.parametrize("text", ['"T"', "3", "null", "true"])
+def test_a_frame_that_is_not_an_array_is_dead_lettered(text: str) -> None:
+    result = PolygonNormalizer()(ReceivedFrame("polygon", RECEIVED, text))
     assert result.dead_letters[0].reason == "expected a JSON array of events"
+
+
+def test_a_lone_event_object_is_a_frame_of_one_event() -> None:
+    """The vendor's spec shows each event as a bare object; the wire wraps them in arrays."""
+    (row,) = PolygonNormalizer()(ReceivedFrame("polygon", RECEIVED, orjson.dumps(trade(1.25)).decode())).rows
+    assert row.trade_price == Decimal("1.25")  # type: ignore[union-attr]
+    result = PolygonNormalizer()(ReceivedFrame("polygon", RECEIVED, '{"ev": "T"}'))
+    assert result.dead_letters[0].reason == "event 0: sym: expected a string, got null"
 
 
 def test_a_late_older_quote_never_replaces_a_newer_one() -> None:

@@ -7,6 +7,13 @@ ask for a text ``ping``; protocol-level ping frames are allowed by both, so the 
 30 s and reconnects when a pong does not come back. News can be quiet for minutes, so silence alone
 does not end the connection. HTTP 401 (bad key) waits five minutes before retrying; 429 (the key
 already has a connection) waits a minute.
+
+Replay: the newer docs give the stream a text action ``replay``, which "replays up to the last 100
+messages" the key was sent. After a reconnect (not on the first connection) the feed sends it, so
+news published while it was away is not lost; the rows are upserts by article, so the overlap with
+what already landed writes nothing twice. An endpoint that follows the v1 spec closes the connection
+on any text instead: when the server closes the connection within ``REPLAY_REFUSED_WITHIN_S`` of a
+replay and before sending anything, the feed takes replay as refused and stops asking.
 """
 
 from __future__ import annotations
@@ -15,18 +22,58 @@ from typing import Final
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import attrs
+import trio
+from trio_websocket import WebSocketConnection
 
-from bridge.adapters.feeds.websocket import WebSocketSession
+from bridge.adapters.feeds.websocket import Receive, StreamClosed, WebSocketSession
+from bridge.domain.models import ReceivedFrame
 from bridge.domain.ports import Clock, FrameSink
+from bridge.logs import get_logger
 
 NAME: Final = "benzinga"
 DEFAULT_URL: Final = "wss://api.benzinga.com/api/v1/news/stream"
+REPLAY: Final = "replay"
+"""The action's text, sent as is (the docs' ``ActionRequest``: ``text/plain``, ``ping`` or ``replay``)."""
+REPLAY_REFUSED_WITHIN_S: Final = 5.0
+log = get_logger(__name__, feed=NAME)
 
 
 def with_token(url: str, token: str) -> str:
     parts = urlsplit(url)
     query = "&".join(filter(None, [parts.query, urlencode({"token": token})]))
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+@attrs.define
+class BenzingaProtocol:
+    """Asks for a replay after every reconnect, until the endpoint shows it does not take one."""
+
+    replay: bool = True
+    connections: int = 0
+    replays_sent: int = 0
+    replay_refused: bool = False
+    _replay_sent_at: float | None = attrs.field(default=None, init=False)
+    """When this connection's replay went out, while nothing has arrived since."""
+
+    async def hello(self, ws: WebSocketConnection, receive: Receive, sink: FrameSink) -> None:
+        self.connections += 1
+        self._replay_sent_at = None
+        if self.replay and not self.replay_refused and self.connections > 1:
+            await ws.send_message(REPLAY)
+            self.replays_sent += 1
+            self._replay_sent_at = trio.current_time()
+            log.info("asked for a replay of the latest messages after reconnecting")
+
+    async def on_frame(self, ws: WebSocketConnection, frame: ReceivedFrame) -> ReceivedFrame:
+        self._replay_sent_at = None
+        return frame
+
+    def closed_by_server(self) -> None:
+        """The server closed the connection: right after a replay and before any message, it refused it."""
+        sent_at, self._replay_sent_at = self._replay_sent_at, None
+        if sent_at is not None and trio.current_time() - sent_at <= REPLAY_REFUSED_WITHIN_S:
+            self.replay_refused = True
+            log.warning("the server closed the connection after a replay request; not asking for replays again")
 
 
 @attrs.frozen
@@ -37,13 +84,24 @@ class BenzingaFeed:
     ping_interval_s: float = 30.0
     name: str = NAME
     finite: bool = False
+    replay_on_reconnect: bool = True
+    protocol: BenzingaProtocol = attrs.field(init=False)
+
+    @protocol.default
+    def _protocol(self) -> BenzingaProtocol:
+        return BenzingaProtocol(replay=self.replay_on_reconnect)
 
     async def run(self, sink: FrameSink) -> None:
         session = WebSocketSession(
             feed=self.name,
             url=with_token(self.url, self.api_key),
             clock=self.clock,
+            protocol=self.protocol,
             max_silence_s=None,
             ping_interval_s=self.ping_interval_s,
         )
-        await session.run(sink)
+        try:
+            await session.run(sink)
+        except StreamClosed:
+            self.protocol.closed_by_server()
+            raise

@@ -1,7 +1,9 @@
 """Feed ``polygon``: the Polygon.io / Massive options WebSocket (OPRA trades and quotes).
 
-Protocol, as the vendor documents it: on open the server sends a ``connected`` status; the client
-sends ``{"action": "auth", "params": KEY}`` and gets ``auth_success`` or ``auth_failed``; then
+Protocol, as the vendor documents it: on open the server sends a status event; the client sends
+``{"action": "auth", "params": KEY}`` once that first message arrived, whatever it says (the
+service sends ``connected``, the vendor's spec shows ``success``, and the official clients read one
+message and authenticate), and gets ``auth_success`` or ``auth_failed``; then
 ``{"action": "subscribe", "params": "T.*,Q.O:…"}``, each channel acknowledged by a ``success``
 status. Every server frame is a JSON array of events. Quotes may be streamed for a limited number of
 contracts per connection (1,000 documented), so ``Q.*`` is not possible: this feed subscribes quotes
@@ -24,6 +26,7 @@ from bridge.adapters.feeds.websocket import REJECTED_CREDENTIALS_RETRY_S, Receiv
 from bridge.domain.models import ReceivedFrame
 from bridge.domain.ports import Clock, FrameSink, RetryLater
 from bridge.domain.quote_subscriptions import QuoteSubscriptions
+from bridge.domain.values import InvalidJson, loads_exact
 from bridge.logs import get_logger
 
 NAME: Final = "polygon"
@@ -37,7 +40,18 @@ class ProtocolError(Exception):
 
 
 def _events(decoded: object) -> list[dict[str, Any]]:
+    """The events of a frame: an array of them, or a lone event object (as the spec's examples are)."""
+    if isinstance(decoded, dict):
+        return [decoded]
     return [event for event in decoded if isinstance(event, dict)] if isinstance(decoded, list) else []
+
+
+def _decoded(text: str) -> object:
+    """A handshake frame's JSON, or ``None`` when it is not JSON."""
+    try:
+        return loads_exact(text)
+    except InvalidJson:
+        return None
 
 
 @attrs.define
@@ -51,7 +65,10 @@ class PolygonProtocol:
     _changed: trio.Event = attrs.Factory(trio.Event)
 
     async def hello(self, ws: WebSocketConnection, receive: Receive, sink: FrameSink) -> None:
-        await self._wait_for_status(receive, {"connected"})
+        first = await receive()  # whatever it says ("connected", "success", …): the server is listening
+        for event in _events(_decoded(first.text)):
+            if event.get("ev") == "status":
+                self._log_status(event)
         await ws.send_message(orjson.dumps({"action": "auth", "params": self.api_key}).decode())
         status, message = await self._wait_for_status(receive, {"auth_success", "auth_failed", "auth_timeout"})
         if status != "auth_success":
@@ -63,14 +80,19 @@ class PolygonProtocol:
 
     async def on_frame(self, ws: WebSocketConnection, frame: ReceivedFrame) -> ReceivedFrame:
         try:
-            decoded = orjson.loads(frame.text)
-        except orjson.JSONDecodeError:
+            decoded = loads_exact(frame.text)  # numbers exact: a long one is read as Decimal, not float
+        except InvalidJson:
             return frame  # the normalizer dead-letters it with the reason
-        if not isinstance(decoded, list):
-            return attrs.evolve(frame, decoded=decoded)
+        if isinstance(decoded, list):
+            self._look_at(decoded, frame.text)
+        elif isinstance(decoded, dict):  # a lone event, looked at like a frame of one
+            self._look_at([decoded], "status" if decoded.get("ev") == "status" else "")
+        return attrs.evolve(frame, decoded=decoded)
+
+    def _look_at(self, decoded: list[Any], text: str) -> None:
         # comprehensions, not a loop with branches: this runs for every event of the firehose; status
         # events are rare, so the frame's text is searched (in C) before its events are
-        if "status" in frame.text:
+        if "status" in text:
             for status in [event for event in decoded if type(event) is dict and event.get("ev") == "status"]:
                 self._log_status(status)
         traded = [
@@ -81,7 +103,6 @@ class PolygonProtocol:
             added, dropped = self.quotes.on_trades(traded)
             if added or dropped:
                 self._changed.set()  # sent by ``background``: never block receiving on a send
-        return attrs.evolve(frame, decoded=decoded)
 
     async def background(self, ws: WebSocketConnection) -> None:
         """Bring the server's quote subscriptions to the wanted set, dropping before adding.
@@ -108,20 +129,19 @@ class PolygonProtocol:
     async def _wait_for_status(self, receive: Receive, wanted: set[str]) -> tuple[str, str]:
         while True:
             frame = await receive()
-            try:
-                decoded = orjson.loads(frame.text)
-            except orjson.JSONDecodeError:
-                raise ProtocolError(f"expected a status frame during the handshake, got {frame.text[:200]!r}") from None
+            decoded = _decoded(frame.text)
+            if decoded is None:
+                raise ProtocolError(f"expected a status frame during the handshake, got {frame.text[:200]!r}")
             for event in _events(decoded):
                 if event.get("ev") == "status":
                     self._log_status(event)
-                    if event.get("status") in wanted:
+                    if isinstance(status := event.get("status"), str) and status in wanted:
                         return str(event["status"]), str(event.get("message", ""))
 
     @staticmethod
     def _log_status(event: dict[str, Any]) -> None:
         status, message = event.get("status"), event.get("message")
-        if status in ERROR_STATUSES:
+        if isinstance(status, str) and status in ERROR_STATUSES:  # any JSON may arrive: a list is unhashable
             log.warning("server status", status=status, message=message)
         else:
             log.info("server status", status=status, message=message)

@@ -3,21 +3,27 @@
 Articles are created, later updated (sometimes with a new headline) or removed, and now and then sent
 twice, as a reconnecting upstream does. Bodies carry HTML and non-ASCII text; some articles have no
 tickers. A wrong token is refused with HTTP 401, a second connection for the same token with 429.
-The scenario is deterministic and shared by all connections, so a reconnecting client resumes.
+The scenario is deterministic and published on the server's schedule, connected or not: a client
+that reconnects gets what is published from then on, and what it missed only by asking for a
+``replay`` of the last 100 messages (the news stream's documented action).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import random
+from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any, Final
 
+import attrs
 import orjson
 import trio
-from trio_websocket import ConnectionClosed, WebSocketRequest
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from bridge.adapters.simulator.server import SentLog, bearer_token, serve_loopback
 
@@ -103,6 +109,31 @@ class BenzingaScenario:
                          "timestamp": self.now.isoformat().replace("+00:00", "Z"), "content": content}}  # fmt: skip
 
 
+BAD_FRAME: Final = '{"api_version": "websocket/v1", "data": {"action": "Created", "content": '
+REPLAY_SIZE: Final = 100
+
+
+@attrs.define
+class _Client:
+    """The one connection a token may have, and the lock that keeps its messages in order."""
+
+    ws: WebSocketConnection
+    lock: trio.Lock = attrs.Factory(trio.Lock)
+    live_frames: int = 0
+
+    async def send(self, texts: list[str]) -> int:
+        """Send ``texts`` back to back (a replay is not interleaved with live news); how many went out."""
+        done = 0
+        async with self.lock:
+            try:
+                for text in texts:
+                    await self.ws.send_message(text)
+                    done += 1
+            except ConnectionClosed:
+                pass
+        return done
+
+
 async def serve_benzinga_simulator(
     *,
     token: str,
@@ -115,52 +146,113 @@ async def serve_benzinga_simulator(
     seed: int = 0,
     start: datetime | None = None,
     log: SentLog | None = None,
+    replay_size: int = REPLAY_SIZE,
+    accepts_actions: bool = True,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; ``task_status.started`` gets the ``ws://…/api/v1/news/stream`` URL.
 
-    ``log`` counts each good message as one ``news_events`` message (keep them to reconcile articles).
+    News is published on the server's own schedule, as a real newsroom's: at ``messages_per_second``
+    whether or not a client is connected (``None``: as fast as a connected client takes it, and not
+    while none is). The last ``replay_size`` messages are kept and sent again only when the client
+    asks with the text action ``replay``; ``ping`` is answered ``pong``. With ``accepts_actions``
+    false the server behaves as the v1 spec says, closing the connection on any text message.
+    ``total_messages`` bounds the good messages published; ``disconnect_every_frames`` closes a
+    connection after that many live frames (replayed ones do not count).
+
+    ``log`` counts each good message handed to a socket (live or replayed) as one ``news_events``
+    message; ``extra`` has ``published``, ``published_while_disconnected``, ``replays``, ``replayed``
+    and ``text_refused``.
     """
     sent = log if log is not None else SentLog()
     messages = BenzingaScenario(seed, start).messages()
-    counter = itertools.count(1)
-    connected = [0]
+    recent: deque[tuple[dict[str, Any], str]] = deque(maxlen=replay_size)
+    current: list[_Client | None] = [None]
+    someone = [trio.Event()]
+
+    def leave(client: _Client) -> None:
+        if current[0] is client:
+            current[0] = None
+            someone[0] = trio.Event()
+
+    async def publish() -> None:
+        counter = itertools.count(1)
+        published = 0
+        while total_messages is None or published < total_messages:
+            if messages_per_second is not None:
+                await trio.sleep(1 / messages_per_second)
+            else:
+                await someone[0].wait()
+                await trio.lowlevel.checkpoint()
+            message: dict[str, Any] | None = None
+            if bad_frame_every and next(counter) % bad_frame_every == 0:
+                text = BAD_FRAME
+            else:
+                message = next(messages)
+                text = orjson.dumps(message).decode()
+                recent.append((message, text))
+                published += 1
+            client = current[0]
+            delivered = client is not None and await client.send([text])
+            if message is not None:  # counted once its fate is known, so a test waiting for it sees both
+                sent.extra["published"] += 1
+            if client is None or not delivered:
+                sent.extra["published_while_disconnected"] += message is not None
+                continue
+            if message is None:
+                sent.record_bad("invalid_json", text)
+            else:
+                sent.record_good([message], {"news_events": 1})
+            client.live_frames += 1
+            if disconnect_every_frames is not None and client.live_frames >= disconnect_every_frames:
+                leave(client)  # before closing: the client may reconnect before this task runs again
+                async with client.lock:
+                    with contextlib.suppress(ConnectionClosed):
+                        await client.ws.aclose(code=1001, reason="simulated disconnect")
+
+    async def replay(client: _Client) -> None:
+        batch = list(recent)
+        done = await client.send([text for _, text in batch])
+        for message, _ in batch[:done]:
+            sent.record_good([message], {"news_events": 1})
+        sent.extra["replayed"] += done
+        sent.extra["replays"] += 1  # counted once answered, so a test can wait for the answer
 
     async def handler(request: WebSocketRequest) -> None:
         if bearer_token(request) != token:
             await request.reject(401, body=b"Unauthorized. Missing or Invalid key.")
             return
-        if connected[0]:
+        if current[0] is not None:
             await request.reject(429, body=b"Too Many Connections.")
             return
-        ws = await request.accept()
-        connected[0] += 1
+        client = _Client(await request.accept())
+        current[0] = client
+        someone[0].set()
         sent.connections += 1
-        frames_here = 0
         try:
-            while disconnect_every_frames is None or frames_here < disconnect_every_frames:
-                if total_messages is not None and sent.messages_sent >= total_messages:
-                    await trio.sleep_forever()
-                if messages_per_second is not None:
-                    await trio.sleep(1 / messages_per_second)
-                else:
-                    await trio.lowlevel.checkpoint()
-                n = next(counter)
-                if bad_frame_every and n % bad_frame_every == 0:
-                    await ws.send_message('{"api_version": "websocket/v1", "data": {"action": "Created", "content": ')
-                    sent.record_bad("invalid_json")
-                else:
-                    message = next(messages)
-                    await ws.send_message(orjson.dumps(message).decode())
-                    sent.record_good([message], {"news_events": 1})
-                frames_here += 1
-            await ws.aclose(code=1001, reason="simulated disconnect")
+            while True:
+                action = await client.ws.get_message()
+                if not accepts_actions:
+                    sent.extra["text_refused"] += 1
+                    leave(client)
+                    await client.ws.aclose(code=1008, reason="text messages are not accepted")
+                    return
+                command = action.strip().lower() if isinstance(action, str) else ""
+                if command == "ping":
+                    await client.send(["pong"])
+                elif command == "replay":
+                    await replay(client)
         except ConnectionClosed:
             pass
         finally:
-            connected[0] -= 1
+            leave(client)
 
-    await serve_loopback(handler, host=host, port=port, path="/api/v1/news/stream", task_status=task_status)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publish)
+        url = await nursery.start(
+            functools.partial(serve_loopback, handler, host=host, port=port, path="/api/v1/news/stream")
+        )
+        task_status.started(url)
 
 
 __all__ = ["BenzingaScenario", "SentLog", "serve_benzinga_simulator"]

@@ -1,6 +1,8 @@
 """A local Polygon/Massive options WebSocket: the documented handshake, then batched trades and quotes.
 
-Speaks the protocol the ``polygon`` feed expects: ``connected`` status on open, ``auth`` answered
+Speaks the protocol the ``polygon`` feed expects: a status event on open (``connect_event``: the
+service's ``connected`` array by default, or ``SPEC_CONNECT_EVENT``, the connect event exactly as the
+vendor's websocket spec gives it), ``auth`` answered
 with ``auth_success`` or ``auth_failed`` (then the connection is closed), ``subscribe`` and
 ``unsubscribe`` acknowledged per channel. Trades are sent for ``T.*`` (or ``T.<contract>``), quotes
 only for the contracts subscribed with ``Q.<contract>``, as the real service limits quotes per
@@ -31,6 +33,12 @@ ROOTS: Final = (("SPY", 600.0, 1.0), ("QQQ", 520.0, 1.0), ("SPXW", 6000.0, 5.0),
 
 def _status(status: str, message: str) -> str:
     return orjson.dumps([{"ev": "status", "status": status, "message": message}]).decode()
+
+
+CONNECTED_EVENT: Final = _status("connected", "Connected Successfully")
+"""What the service (and the vendor's own client-library mock server) sends first."""
+SPEC_CONNECT_EVENT: Final = '{"ev":"status","status":"success","message":"Connected Successfully"}'
+"""The vendor's websocket spec's example of the connect event (``ConnectEvent``): ``success``, no array."""
 
 
 class PolygonScenario:
@@ -145,6 +153,7 @@ async def serve_polygon_simulator(
     start: datetime | None = None,
     log: SentLog | None = None,
     frames: Iterable[PolygonFrame] | None = None,
+    connect_event: str = CONNECTED_EVENT,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; ``task_status.started`` gets the ``ws://`` URL. ``log`` counts trades as
@@ -170,10 +179,11 @@ async def serve_polygon_simulator(
                 await ws.send_message(text)
 
         try:
-            await send(_status("connected", "Connected Successfully"))
+            await send(connect_event)
             with trio.move_on_after(10) as auth_wait:
                 auth = orjson.loads(await ws.get_message())
             if auth_wait.cancelled_caught:
+                sent.extra["auth_timeout"] += 1
                 await send(_status("auth_timeout", "no auth message"))
                 await ws.aclose()
                 return
@@ -265,4 +275,12 @@ async def serve_polygon_simulator(
     await serve_loopback(handler, host=host, port=port, path="/options", task_status=task_status)
 
 
-__all__ = ["PolygonFrame", "PolygonScenario", "SentLog", "prebuilt_frames", "serve_polygon_simulator"]
+__all__ = [
+    "CONNECTED_EVENT",
+    "SPEC_CONNECT_EVENT",
+    "PolygonFrame",
+    "PolygonScenario",
+    "SentLog",
+    "prebuilt_frames",
+    "serve_polygon_simulator",
+]

@@ -15,7 +15,7 @@ from bridge.adapters.simulator.server import SentLog
 from bridge.app.setting_types import WebSocketUrl, setting
 from bridge.app.vendors.base import CheckResult, FeedSpec, Simulated, SimulatorOptions
 from bridge.app.vendors.probes import check_websocket
-from bridge.domain.normalizers.benzinga import normalize_benzinga
+from bridge.domain.normalizers.benzinga import BenzingaNormalizer
 from bridge.domain.ports import Clock, Feed, Normalizer
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def build_feed(vendor: BenzingaSettings, core: Settings, clock: Clock) -> Feed:
 
 
 def build_normalizer(vendor: BenzingaSettings, core: Settings) -> Normalizer:
-    return normalize_benzinga
+    return BenzingaNormalizer()  # fresh: it remembers the newest revision of each article it stored
 
 
 async def probe(vendor: BenzingaSettings) -> CheckResult:

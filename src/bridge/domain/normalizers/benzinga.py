@@ -13,35 +13,115 @@ present; ``raw`` = the whole message. The row id is a UUIDv5 of the article id, 
 that changes the headline) updates the article's row. A removal keeps the row and replaces its
 ``raw`` with the removal message: history is not deleted, and ``raw->'data'->>'action'`` says it was
 withdrawn. ``pong`` replies to keep-alive pings are protocol, not data.
+
+Which field names the article differs between the shapes. In v1, ``data.id`` is "the unique
+identifier of the event that triggered the action" and ``content.id`` the article's; ``content``
+is optional there, and a removal may come without it. In the newer shape (``kind: news``),
+``data.id`` is the article's id. So the article id is ``content.id``, else ``data.id`` of a newer-shape
+message; a v1 message without ``content.id`` names no article and is dead-lettered with that
+reason (taking its event id for an article id would insert a phantom row and leave the real
+article unmarked). Nothing a message holds makes the normalizer raise: the unforeseen becomes the
+message's dead letter of kind ``normalizer_error``.
+
+Replays and order: after a reconnect the feed asks for a replay of the last 100 messages, which may
+come after live messages that are newer. Writes are upserts by article, so a repeat is harmless, but
+an older revision written after a newer one would bring the older text back. ``BenzingaNormalizer``
+(one per stream) therefore remembers, per article, the event time (``data.timestamp``) of the newest
+message it turned into a row, and turns a message older than that into no row (counted in
+``superseded``): the newer state is already on its way. ``normalize_benzinga`` is the stateless form.
 """
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from typing import Any, Final
+from uuid import UUID
 
-from bridge.domain.frames import normalize_message
+import attrs
+
+from bridge.domain.frames import NORMALIZER_ERROR, dead_letter, unexpected
 from bridge.domain.ids import stable_id
 from bridge.domain.models import NewsEventRow, Normalized, ReceivedFrame
 from bridge.domain.values import (
     NEWS_MAX_AGE,
+    InvalidJson,
     InvalidValue,
+    loads_exact,
     optional_int,
     optional_text,
     optional_timestamp,
     plausible,
     require_text,
+    storable,
 )
 
 SOURCE: Final = "benzinga"
 ACTIONS: Final = {"created": False, "updated": False, "removed": True, "deleted": True}
 KEEPALIVE_REPLIES: Final = frozenset({"pong", "ping"})
+NEWER_KIND: Final = "news"
+"""``kind`` of the newer shape, whose ``data.id`` is the article's id (in v1, ``News/v1``, the event's)."""
 
 
 def normalize_benzinga(frame: ReceivedFrame) -> Normalized:
-    if frame.text.strip().lower() in KEEPALIVE_REPLIES:
-        return Normalized()
-    return normalize_message(frame, lambda message, received_at: (_article(message, received_at),))
+    """One message into its row or its dead letter, with no memory of earlier messages."""
+    return _normalize(frame)[0]
+
+
+@attrs.define
+class BenzingaNormalizer:
+    """``normalize_benzinga`` that leaves out messages older than one already turned into a row.
+
+    One instance per stream (the newest event time per article is its state, bounded by ``max_articles``:
+    the least recently seen are forgotten first).
+    """
+
+    max_articles: int = 100_000
+    superseded: int = 0
+    _newest: dict[UUID, datetime] = attrs.field(factory=dict, init=False, repr=False)
+
+    def __call__(self, frame: ReceivedFrame) -> Normalized:
+        result, order = _normalize(frame)
+        if order is None:
+            return result
+        article, event_time = order
+        newest = self._newest.pop(article, None)
+        if newest is not None and event_time < newest:
+            self._newest[article] = newest
+            self.superseded += 1
+            return Normalized()
+        self._newest[article] = event_time
+        if len(self._newest) > self.max_articles:
+            for forgotten in list(itertools.islice(self._newest, len(self._newest) - self.max_articles)):
+                del self._newest[forgotten]
+        return result
+
+
+def _normalize(frame: ReceivedFrame) -> tuple[Normalized, tuple[UUID, datetime] | None]:
+    """The message's row (with its article's row id and event time, when it has a usable one) or its dead letter."""
+    if len(frame.text) < 16 and frame.text.strip().lower() in KEEPALIVE_REPLIES:
+        return Normalized(), None
+    try:
+        message = frame.decoded if frame.decoded is not None else loads_exact(frame.text)
+    except InvalidJson as exc:
+        return Normalized(dead_letters=(dead_letter(frame, [str(exc)], "invalid_json"),)), None
+    try:
+        row = _article(message, frame.received_at)
+        event_time = _event_time(message)
+        return Normalized(rows=(row,)), None if event_time is None else (row.id, event_time)
+    except InvalidValue as exc:
+        return Normalized(dead_letters=(dead_letter(frame, [str(exc)]),)), None
+    except Exception as exc:  # a bug or a shape nobody foresaw: this message only
+        return Normalized(dead_letters=(dead_letter(frame, [unexpected(exc)], NORMALIZER_ERROR),)), None
+
+
+def _event_time(message: Any) -> datetime | None:
+    """``data.timestamp``, the time of the event the message reports; ``None`` if absent or unusable
+    (it orders messages, it is not stored, so a bad one costs only the ordering)."""
+    try:
+        return optional_timestamp("data.timestamp", message["data"].get("timestamp"))
+    except InvalidValue:
+        return None
 
 
 def _article(message: object, received_at: datetime) -> NewsEventRow:
@@ -50,15 +130,15 @@ def _article(message: object, received_at: datetime) -> NewsEventRow:
     data = message.get("data")
     if not isinstance(data, dict):
         raise InvalidValue("data: expected an object with 'action' and 'content'")
-    action = str(data.get("action", "")).lower()
+    given_action = data.get("action")
+    action = given_action.lower() if isinstance(given_action, str) else None
     if action not in ACTIONS:
-        raise InvalidValue(f"data.action: {data.get('action')!r} is not one of Created, Updated, Removed/Deleted")
+        shown = repr(given_action) if isinstance(given_action, str | None) else f"a {type(given_action).__name__}"
+        raise InvalidValue(f"data.action: {shown[:80]} is not one of Created, Updated, Removed/Deleted")
     removal = ACTIONS[action]
     given = data.get("content")
     content: dict[str, Any] = given if isinstance(given, dict) else {}
-    article_id = content.get("id", data.get("id"))
-    if article_id is None or isinstance(article_id, bool | dict | list):
-        raise InvalidValue("content.id: the article id is missing")
+    article_id = _article_id(message, data, content)
     published = optional_timestamp("content.created_at", content.get("created_at", content.get("created")))
     if published is not None:
         plausible("content.created_at", published, received_at, NEWS_MAX_AGE)
@@ -77,9 +157,28 @@ def _article(message: object, received_at: datetime) -> NewsEventRow:
         category=_joined(_names(content.get("channels"))),
         sentiment=_free_text("content.sentiment", content.get("sentiment")),
         importance=optional_int("content.importance", content.get("importance")),
-        raw=message,
+        raw=storable(message),
         removal=removal,
     )
+
+
+def _article_id(message: dict[str, Any], data: dict[str, Any], content: dict[str, Any]) -> int | str:
+    if "id" in content:
+        return _id_value("content.id", content["id"])
+    if message.get("kind") == NEWER_KIND and "id" in data:
+        return _id_value("data.id", data["id"])
+    if message.get("kind") == NEWER_KIND:
+        raise InvalidValue("content.id: the article id is missing (and so is data.id)")
+    raise InvalidValue(
+        "content.id: the article id is missing; in a v1 (News/v1) message data.id is the event's id, not the"
+        " article's, so this message names no article"
+    )
+
+
+def _id_value(column: str, value: object) -> int | str:
+    if type(value) is int or (isinstance(value, str) and value.strip() and "\x00" not in value and len(value) <= 200):
+        return value
+    raise InvalidValue(f"{column}: expected the article id as an integer or text, got {type(value).__name__}")
 
 
 def _names(items: object) -> list[str]:

@@ -11,7 +11,10 @@ keys are the table's column names (see ARCHITECTURE.md). Choices made where the 
 - ``source`` defaults to ``dev_console`` for news as for trades.
 - Ids are deterministic: a trade's id hashes its whole ``data`` (identical messages are one trade),
   a news row's id hashes its unique key.
-- A frame with bad messages yields the good ones as rows and one dead letter listing every reason.
+- A frame with bad messages yields the good ones as rows and one dead letter listing every reason;
+  a message that fails in a way nothing foresaw is listed in a second one, of kind
+  ``normalizer_error``. Nothing a frame holds makes the normalizer raise.
+- Numbers are exact: a frame with long numbers is read with ``Decimal`` ones, which ``raw`` keeps.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from bridge.domain.frames import UndecodableFrame, dead_letter, decode_json
-from bridge.domain.ids import canonical_json, stable_id
+import attrs
+import orjson
+
+from bridge.domain.frames import NORMALIZER_ERROR, dead_letter, unexpected
+from bridge.domain.ids import stable_id
 from bridge.domain.models import (
     OPTION_TYPES,
     SIDES,
@@ -29,6 +35,7 @@ from bridge.domain.models import (
     BrokerAccountRow,
     BrokerBalanceRow,
     BrokerPositionRow,
+    DeadLetter,
     JsonObject,
     NewsEventRow,
     Normalized,
@@ -45,7 +52,10 @@ from bridge.domain.values import (
     ACCOUNT_STATE_MAX_AGE,
     NEWS_MAX_AGE,
     TRADE_MAX_AGE,
+    InvalidJson,
     InvalidValue,
+    exact_product,
+    loads_exact,
     optional_date,
     optional_decimal,
     optional_int,
@@ -56,6 +66,7 @@ from bridge.domain.values import (
     require_decimal,
     require_text,
     require_timestamp,
+    storable,
 )
 
 DEFAULT_SOURCE: Final = "dev_console"
@@ -78,8 +89,8 @@ COLUMNS: Final[Mapping[Table, frozenset[str]]] = {
 
 def normalize_console(frame: ReceivedFrame) -> Normalized:
     try:
-        decoded = decode_json(frame)
-    except UndecodableFrame as exc:
+        decoded = frame.decoded if frame.decoded is not None else loads_exact(frame.text)
+    except InvalidJson as exc:
         return Normalized(dead_letters=(dead_letter(frame, [str(exc)], "invalid_json"),))
     if isinstance(decoded, dict):
         messages: list[object] = [decoded]
@@ -93,13 +104,26 @@ def normalize_console(frame: ReceivedFrame) -> Normalized:
 
     rows: list[Row] = []
     reasons: list[str] = []
+    failures: list[str] = []
     for index, message in enumerate(messages):
         try:
             rows.append(_message_row(message, frame.received_at))
         except InvalidValue as exc:
             reasons.append(f"{label(index)}{exc}")
-    dead = (dead_letter(frame, reasons),) if reasons else ()
-    return Normalized(rows=tuple(rows), dead_letters=dead)
+        except Exception as exc:  # unforeseen: this message only, the frame's others go on
+            failures.append(f"{label(index)}{unexpected(exc)}")
+    return Normalized(rows=tuple(rows), dead_letters=_dead_letters(frame, reasons, failures))
+
+
+def _dead_letters(frame: ReceivedFrame, reasons: list[str], failures: list[str]) -> tuple[DeadLetter, ...]:
+    """Refused messages in one dead letter, unexpected failures in another (with an id of its own)."""
+    letters = [dead_letter(frame, reasons)] if reasons else []
+    if failures:
+        letter = dead_letter(frame, failures, NORMALIZER_ERROR)
+        if reasons:
+            letter = attrs.evolve(letter, id=stable_id("dead_letter", NORMALIZER_ERROR, str(letter.id)))
+        letters.append(letter)
+    return tuple(letters)
 
 
 def _message_row(message: object, received_at: datetime) -> Row:
@@ -126,10 +150,18 @@ def _raw(table: Table, data: JsonObject) -> JsonObject | None:
     unknown = {key: value for key, value in data.items() if key not in COLUMNS[table]}
     given = data.get("raw")
     if given is None:
-        return data
+        return storable(data)
     if not isinstance(given, dict):
         raise InvalidValue(f"raw: expected an object, got {type(given).__name__}")
-    return {**given, **unknown}
+    return storable({**given, **unknown})
+
+
+def _identity(data: JsonObject) -> str:
+    """``data`` as canonical JSON (sorted keys), its numbers exactly as sent, for a trade's id."""
+    try:
+        return orjson.dumps(storable(data), option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError as exc:  # storable checked the unsorted form; this cannot differ
+        raise InvalidValue(f"the message cannot be encoded as JSON: {exc}") from None
 
 
 def _options_flow(data: JsonObject, received_at: datetime) -> OptionsFlowRow:
@@ -172,10 +204,10 @@ def _options_flow(data: JsonObject, received_at: datetime) -> OptionsFlowRow:
         side = infer_side(trade_price, bid, ask) if trade_price is not None else "unknown"
     notional = optional_decimal("notional", data.get("notional"))
     if notional is None and trade_price is not None:
-        notional = trade_price * size * 100
+        notional = exact_product(trade_price, size, 100)
     source = optional_text("source", data.get("source")) or DEFAULT_SOURCE
     return OptionsFlowRow(
-        id=stable_id("options_flow", source, canonical_json(data)),
+        id=stable_id("options_flow", source, _identity(data)),
         received_at=received_at,
         event_ts=plausible("event_ts", require_timestamp("event_ts", data.get("event_ts")), received_at, TRADE_MAX_AGE),
         symbol=symbol,
