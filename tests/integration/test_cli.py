@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path

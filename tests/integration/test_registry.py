@@ -56,7 +56,8 @@ async def test_each_simulator_yields_settings_that_select_its_feed_and_build_it(
 def test_what_a_feed_lacks_is_named_by_its_variable() -> None:
     settings = load_settings({"BRIDGE_FEEDS": "tastytrade,tradier", "BRIDGE_TRADIER_TOKEN": "t-1"})
     assert feed_problems(settings, selected_feeds(settings)) == [
-        "BRIDGE_TASTYTRADE_TOKEN is not set: the tastytrade feed needs an access token",
         "BRIDGE_TASTYTRADE_ACCOUNTS is not set: the tastytrade feed needs the accounts to stream",
+        "BRIDGE_TASTYTRADE_TOKEN or BRIDGE_TASTYTRADE_REFRESH_TOKEN is not set: the tastytrade feed needs an access"
+        " token or a refresh token",
         "BRIDGE_TRADIER_ACCOUNTS is not set: the tradier feed needs the accounts to poll",
     ]

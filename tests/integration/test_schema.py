@@ -78,6 +78,8 @@ COLUMNS: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("reason", "text", False, None),
         ("frame", "text", False, None),
         ("created_at", "timestamp with time zone", False, "now()"),
+        ("frame_length", "bigint", True, None),
+        ("frame_sha256", "text", True, None),
     ],
 }
 

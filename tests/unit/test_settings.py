@@ -9,7 +9,7 @@ def test_defaults_without_any_variable() -> None:
     settings = load_settings({})
     assert settings.database_url is None
     assert settings.home == Path(".bridge")
-    assert (settings.batch_max_rows, settings.batch_max_ms) == (5000, 100.0)
+    assert (settings.batch_max_rows, settings.batch_max_ms) == (5000, 0.0)  # group commit: no lingering
     assert selected_feeds(settings) == []
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from bridge.adapters.http import serve_http
+from bridge.adapters.http import HttpBindError, serve_http
 from bridge.adapters.journal import JournalConfig
 from bridge.adapters.recording import RecordingWriter
 from bridge.app.health import http_routes
@@ -49,8 +49,7 @@ def normalizers(settings: Settings | None = None) -> Mapping[str, Normalizer]:
 class HttpPortUnavailable(Exception):
     """The health/metrics server could not listen (the port is taken, or the address is not this host's)."""
 
-    def __init__(self, host: str, port: int, cause: OSError) -> None:
-        reason = cause.strerror or str(cause)
+    def __init__(self, host: str, port: int, reason: str) -> None:
         super().__init__(f"cannot listen on {host}:{port} (BRIDGE_HTTP_PORT={port}, BRIDGE_HTTP_HOST={host}): "
                          f"{reason}; choose another port, or 0 to turn the HTTP server off")  # fmt: skip
 
@@ -126,8 +125,10 @@ async def serve_until_signalled(
                     await nursery.start(functools.partial(serve_http, routes, port=http_port, host=http_host))
                 except Exception as raised:  # serve_http's own nursery wraps the bind error in a group
                     exc = _innermost(raised)
+                    if isinstance(exc, HttpBindError):
+                        raise HttpPortUnavailable(http_host, http_port, exc.reason) from None
                     if isinstance(exc, OSError):
-                        raise HttpPortUnavailable(http_host, http_port, exc) from None
+                        raise HttpPortUnavailable(http_host, http_port, exc.strerror or str(exc)) from None
                     raise
             flushed = await run_bridge(
                 feeds, repository, normalizers, config, stats, clock, signal_waiter(signals), tap=tap
