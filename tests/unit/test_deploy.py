@@ -268,7 +268,8 @@ def test_without_pgserver_the_cli_says_so_in_one_line(tmp_path: Path) -> None:
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'pgserver'\")\n")
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
-    env |= {"PYTHONPATH": str(shadow.parent), "BRIDGE_HOME": str(tmp_path / "home")}
+    path = os.pathsep.join(filter(None, [str(shadow.parent), os.environ.get("PYTHONPATH")]))
+    env |= {"PYTHONPATH": path, "BRIDGE_HOME": str(tmp_path / "home")}
     result = subprocess.run(
         [sys.executable, "-c", "from bridge.app.cli import main; main()", "query", "select 1"],
         env=env, capture_output=True, text=True, timeout=60, check=False,

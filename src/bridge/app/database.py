@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from bridge.adapters.embedded import EmbeddedPostgresError, open_embedded_postgres
+from bridge.adapters.embedded import PGSERVER_MISSING, EmbeddedPostgresError, open_embedded_postgres
 from bridge.adapters.postgres.migrations import migrate
 from bridge.logs import get_logger
 
@@ -30,6 +30,8 @@ def open_database(database_url: str | None, home: Path, *, apply_migrations: boo
         try:
             url = stack.enter_context(open_embedded_postgres(home))
         except EmbeddedPostgresError as exc:
+            if str(exc) == PGSERVER_MISSING:  # not about BRIDGE_HOME: the message says what to install
+                raise
             raise EmbeddedDatabaseFailed(
                 f"BRIDGE_HOME={home}: {exc} (set BRIDGE_HOME to a writable directory, or DATABASE_URL to a server)"
             ) from None
