@@ -196,7 +196,9 @@ async def test_no_credential_reaches_any_log_line(tmp_path: Path, database_url: 
     output = tmp_path / "bridge.log"
     with output.open("wb") as log_file:
         process = await trio.lowlevel.open_process([*BRIDGE, "run"], env=env, stdout=log_file, stderr=log_file)
-        await trio.sleep(3)  # long enough to fail to connect and log it
+        with trio.fail_after(30):  # until it has failed to connect and logged it (start-up time varies)
+            while b"feed failed" not in output.read_bytes():
+                await trio.sleep(0.1)
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(30):
             assert await process.wait() == 0

@@ -111,8 +111,12 @@ def _innermost(exc: BaseException) -> BaseException:
 def repository_for(
     settings: Settings, *, database_url: str | None = None, require_reachable: bool = True
 ) -> Iterator[PostgresRepository]:
+    url_given = database_url or settings.database_url
+    # `bridge run` on a server of the user's own applies no migrations (that is `bridge migrate`'s job, and the
+    # server may be down at start); the embedded one is the bridge's own and is migrated as it starts
+    migrate_first = require_reachable or not url_given
     with (
-        open_database(database_url or settings.database_url, settings.home) as url,
+        open_database(url_given, settings.home, apply_migrations=migrate_first) as url,
         open_repository(url, pool_mode=settings.db_pool_mode, require_reachable=require_reachable) as repository,
     ):
         if not require_reachable:
