@@ -266,3 +266,46 @@ def test_top_hands_the_metrics_url_and_interval_to_run_top_and_exits_with_its_co
     given = subprocess.run([sys.executable, "-c", program, "top", "--url", "http://h:1/metrics", "--interval", "0.5"],
                            env=env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert (given.returncode, given.stdout) == (3, "http://h:1/metrics 0.5\n"), given.stderr
+
+
+async def test_run_logs_where_it_writes_and_a_progress_line(tmp_path: Path, database_url: str) -> None:
+    """The start line says where rows and frames go (never the password); the progress line follows."""
+    params = psycopg.conninfo.conninfo_to_dict(database_url)
+    with_password = psycopg.conninfo.make_conninfo(**{**params, "password": "start-line-pw-never-logged"})
+    program = (  # `bridge run` itself, with the progress interval shortened from a minute
+        "import sys\n"
+        "import bridge.app.service as service\n"
+        "service.PROGRESS_INTERVAL_S = 0.5\n"
+        "from bridge.app.cli import main\n"
+        "main(['run'])\n"
+    )
+    output = tmp_path / "bridge.log"
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(functools.partial(serve_console_simulator, token="tok-progress",
+                                                    messages_per_second=500, batch_size=10))  # fmt: skip
+        env = clean_env(DATABASE_URL=with_password, BRIDGE_CONSOLE_URL=url, BRIDGE_CONSOLE_TOKEN="tok-progress",
+                        BRIDGE_LOG_FORMAT="json", BRIDGE_HTTP_PORT="0", BRIDGE_DB_POOL_MODE="session",
+                        BRIDGE_HOME=str(tmp_path / "home"))  # fmt: skip
+        with output.open("wb") as log_file:
+            process = await trio.lowlevel.open_process([sys.executable, "-c", program], env=env, stdout=log_file,
+                                                       stderr=log_file)  # fmt: skip
+            with trio.fail_after(60):
+                while '"progress"' not in output.read_text() or "frames/s" not in output.read_text():
+                    await trio.sleep(0.1)
+                process.send_signal(signal.SIGTERM)
+                code = await process.wait()
+        nursery.cancel_scope.cancel()
+    text = output.read_text()
+    assert code == 0, text
+    assert "start-line-pw-never-logged" not in text and "tok-progress" not in text
+    lines = [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]
+    start = next(line for line in lines if line["event"] == "bridge starting")
+    assert start["database"] == (
+        f"host={params['host']} port={params.get('port', 5432)} dbname={params['dbname']}"
+        f" user={params['user']} pool mode=session"
+    )
+    assert start["journal"] == str(tmp_path / "home" / "journal")
+    assert start["feeds"] == ["console"]
+    progress = [line for line in lines if line["event"] == "progress"]
+    assert progress and set(progress[0]["feeds"]) == {"console"}
+    assert {"rows_committed", "commit_p99_s", "dead_letters", "blind_s", "interval_s"} <= set(progress[0])

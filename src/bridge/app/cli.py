@@ -29,6 +29,7 @@ from bridge.adapters.postgres.migrations import DatabaseUnreachable, MigrationEr
 from bridge.adapters.postgres.repository import PostgresRepository, open_repository
 from bridge.adapters.recording import InvalidRecordingLine, RecordingWriter, read_recording
 from bridge.adapters.replay import ReplayFeed
+from bridge.app.checks import describe_database
 from bridge.app.database import EmbeddedDatabaseFailed, open_database
 from bridge.app.pipeline import run_bridge
 from bridge.app.registry import FEEDS, build_feed, build_normalizers
@@ -153,7 +154,8 @@ def run() -> None:
         fail(str(SettingsError(problems)), EXIT_CONFIG)
     stats = PipelineStats()
     with repository_for(settings, require_reachable=False) as repository:
-        log.info("bridge starting", feeds=feeds, journal=str(settings.effective_journal_dir))
+        log.info("bridge starting", feeds=feeds, database=describe_database(settings),
+                 journal=str(settings.effective_journal_dir))  # fmt: skip
         tune_garbage_collector()
         flushed = trio.run(
             functools.partial(
