@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,13 +12,17 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import orjson
 import psycopg
 import trio
 
+from bridge.adapters.embedded import open_embedded_postgres
 from bridge.adapters.simulator.console import SentLog, serve_console_simulator
+from bridge.app.registry import FEEDS
+from bridge.domain.models import DATA_TABLES
 from tests.integration.test_pipeline_postgres import good_frames, write_recording
 
 BRIDGE = [sys.executable, "-m", "bridge"]
@@ -156,16 +161,55 @@ async def test_record_writes_the_recording_format(tmp_path: Path) -> None:
     assert entries[0]["at"].endswith("Z")
 
 
-def test_demo_runs_end_to_end_on_the_embedded_default(tmp_path: Path) -> None:
-    result = bridge("demo", "--duration", "3", "--rate", "3000",
-                    env=clean_env(BRIDGE_HOME=str(tmp_path / "home"), DATABASE_URL="postgresql://nowhere:1/x"),
+def _number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def test_demo_runs_end_to_end_piped_and_reconciles_every_feed(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    result = bridge("demo", "--duration", "5", "--rate", "3000",
+                    env=clean_env(BRIDGE_HOME=str(home), DATABASE_URL="postgresql://nowhere:1/x"),
                     timeout=120)  # fmt: skip
+    out = result.stdout
     assert result.returncode == 0, result.stderr
-    assert "simulator sent" in result.stdout
-    assert 'bridge query "select' in result.stdout
-    assert (tmp_path / "home" / "pgdata").is_dir()
-    query = bridge("query", "select count(*) > 1000 as plenty from options_flow",
-                   env=clean_env(BRIDGE_HOME=str(tmp_path / "home")))  # fmt: skip
+    assert f"Setting up the embedded PostgreSQL in {home / 'pgdata'} (first start" in out
+    assert (home / "pgdata").is_dir()
+    # piped: plain progress lines while it runs, before the summary
+    progress = re.findall(r"^ +\d+s / 5s: ([\d,]+) frames received", out, re.MULTILINE)
+    assert len(progress) >= 3, out
+    assert out.index("frames received") < out.index("Per feed")
+    # every feed's received frames are accounted for
+    received = re.findall(r"^(\w+): sent ([\d,]+) frame\(s\), ([\d,]+) malformed on purpose.*\n"
+                          r"  received ([\d,]+) = ([\d,]+) became rows \+ ([\d,]+) dead-lettered \+ ([\d,]+) no row"
+                          r" \+ ([\d,]+) left in the journal$", out, re.MULTILINE)  # fmt: skip
+    assert sorted(feed for feed, *_ in received) == sorted(FEEDS), out
+    for feed, sent, malformed, total, rows, dead, none, left in received:
+        assert _number(total) == _number(rows) + _number(dead) + _number(none) + _number(left), feed
+        assert _number(dead) == _number(malformed), feed  # the simulators send nothing else that is bad
+        assert _number(sent) > 0 and _number(total) > 0, feed
+    # the rows each feed made add up to what each table's writer was given
+    made: Counter[str] = Counter()
+    for feed_rows in re.findall(r"^  rows made: (.*)$", out, re.MULTILINE):
+        for table, count in re.findall(r"(\w+) ([\d,]+)(?: of| \(|,|$)", feed_rows):
+            made[table] += _number(count)
+    tables = re.findall(
+        r"^(\w+): ([\d,]+) made → ([\d,]+) committed(.*); ([\d,]+) new or changed"
+        r"(?:; ([\d,]+) repeated what was stored \([^)]*\))?; the table grew by ([\d,]+)",
+        out,
+        re.MULTILINE,
+    )
+    assert sorted(table for table, *_ in tables) == sorted(str(t) for t in DATA_TABLES), out
+    with open_embedded_postgres(home) as url, psycopg.connect(url) as connection:
+        for table, total, committed, _, written, repeated, grew in tables:
+            assert made[table] == _number(total), table
+            assert _number(committed) == _number(total), table  # nothing refused, nothing left at stop
+            assert _number(committed) == _number(written) + _number(repeated or "0"), table
+            stored = connection.execute(f"select count(*) from {table}").fetchone()
+            assert stored == (_number(grew),), table  # a fresh BRIDGE_HOME: the table is what it grew by
+    assert "Next:" in out and f"delete BRIDGE_HOME (rm -rf {home})" in out
+    assert "bridge simulate polygon" in out and "DATABASE_URL" in out.split("Next:")[1]
+    assert 'bridge query "select' in out
+    query = bridge("query", "select count(*) > 1000 as plenty from options_flow", env=clean_env(BRIDGE_HOME=str(home)))
     assert query.returncode == 0, query.stderr
     assert "True" in query.stdout
 
