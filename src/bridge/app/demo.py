@@ -126,10 +126,6 @@ class CountingNormalizer:
         return normalized
 
 
-def _count(number: int, what: str) -> str:
-    return f"{number:,} {what}"
-
-
 def feed_lines(name: str, sent: SentLog, tally: FeedTally, stats: PipelineStats) -> list[str]:
     """One feed's reconciliation: what its simulator sent, what the bridge received and what became of it.
 
