@@ -423,7 +423,9 @@ def check() -> None:
 
 @main.command()
 @click.argument("name", type=click.Choice(list(FEEDS)))
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0 picks a free port")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="0 picks a free port; tastytrade, tradier and schwab serve their REST API on this port P and"
+                   " their streamer on P+1")  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--rate", type=click.FloatRange(min=1), default=200.0, show_default=True,
               help="simulated messages per second (each simulator scales it to its kind)")  # fmt: skip
@@ -431,14 +433,14 @@ def simulate(name: str, port: int, host: str, rate: float) -> None:
     """Run one built-in simulator in the foreground and print the variables that point `bridge run` at it."""
     from bridge.app.simulate import serve_simulator
 
-    spec = FEEDS[name]
-    if not spec.fixed_address and (port or host != "127.0.0.1"):
-        fail(f"the {name} simulator picks its own ports on 127.0.0.1: --port and --host are not supported for it",
-             EXIT_CONFIG)  # fmt: skip
     try:
-        trio.run(functools.partial(serve_simulator, spec, host=host, port=port, rate=rate, out=sys.stdout))
-    except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        trio.run(functools.partial(serve_simulator, FEEDS[name], host=host, port=port, rate=rate, out=sys.stdout))
+    except Exception as raised:
+        exc = _innermost(raised)  # from inside a nursery, an error arrives in a group of one
+        if not isinstance(exc, OSError):
+            raise
+        # the simulators name the address they could not bind (a broker's streamer is on the next port)
+        fail(f"cannot listen on {exc.filename or f'{host}:{port}'}: {exc.strerror or exc}")
 
 
 @main.command()
