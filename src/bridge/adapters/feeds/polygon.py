@@ -23,6 +23,7 @@ import trio
 from trio_websocket import WebSocketConnection
 
 from bridge.adapters.feeds.websocket import REJECTED_CREDENTIALS_RETRY_S, Receive, WebSocketSession
+from bridge.domain.backfill import LiveTrades
 from bridge.domain.models import ReceivedFrame
 from bridge.domain.ports import Clock, FrameSink, RetryLater
 from bridge.domain.quote_subscriptions import QuoteSubscriptions
@@ -59,12 +60,17 @@ class PolygonProtocol:
     api_key: str
     channels: str
     quotes: QuoteSubscriptions
+    clock: Clock | None = None
+    live: LiveTrades = attrs.Factory(LiveTrades)
+    """The live trades per connection, for the backfill of the gaps between connections."""
     quote_messages_sent: int = 0
     _on_server: set[str] = attrs.Factory(set)
     """Quote contracts the server currently streams for this connection."""
     _changed: trio.Event = attrs.Factory(trio.Event)
 
     async def hello(self, ws: WebSocketConnection, receive: Receive, sink: FrameSink) -> None:
+        if self.clock is not None:
+            self.live.new_connection(self.clock())
         first = await receive()  # whatever it says ("connected", "success", …): the server is listening
         for event in _events(_decoded(first.text)):
             if event.get("ev") == "status":
@@ -85,8 +91,10 @@ class PolygonProtocol:
             return frame  # the normalizer dead-letters it with the reason
         if isinstance(decoded, list):
             self._look_at(decoded, frame.text)
+            self.live.observe(decoded)
         elif isinstance(decoded, dict):  # a lone event, looked at like a frame of one
             self._look_at([decoded], "status" if decoded.get("ev") == "status" else "")
+            self.live.observe([decoded])
         return attrs.evolve(frame, decoded=decoded)
 
     def _look_at(self, decoded: list[Any], text: str) -> None:
@@ -158,11 +166,15 @@ class PolygonFeed:
     max_silence_s: float | None = 90.0
     name: str = NAME
     finite: bool = False
+    backfill: Any = None
+    """The backfill service of this feed's gaps (``bridge.app.backfill``), when one is wired."""
     protocol: PolygonProtocol = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         pinned = frozenset(c if c.startswith("O:") else f"O:{c}" for c in self.quote_contracts)
-        self.protocol = PolygonProtocol(self.api_key, self.channels, QuoteSubscriptions(self.quote_limit, pinned))
+        self.protocol = PolygonProtocol(
+            self.api_key, self.channels, QuoteSubscriptions(self.quote_limit, pinned), clock=self.clock
+        )
 
     async def run(self, sink: FrameSink) -> None:
         session = WebSocketSession(
