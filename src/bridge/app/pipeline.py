@@ -24,10 +24,12 @@ import attrs
 import trio
 
 from bridge.adapters.journal import DamagedRecord, FeedLog, Journal, JournalConfig, Record, open_journal
+from bridge.app.gaps import GapTracker
 from bridge.app.stats import FeedState, PipelineStats
 from bridge.app.supervisor import supervise_feed
 from bridge.app.writer import ByteBudget, DeadLetterSender, Delivery, TableWriter
 from bridge.domain.frames import dead_letter, normalize_totally, unexpected
+from bridge.domain.gaps import GAPS_FEED, normalize_gap_frame
 from bridge.domain.ids import stable_id
 from bridge.domain.models import DATA_TABLES, DeadLetter, Normalized, ReceivedFrame, Row, Table
 from bridge.domain.policies import BackoffPolicy, BatchPolicy
@@ -59,6 +61,8 @@ class PipelineConfig:
     """False only for in-memory fakes, so tests on trio's virtual clock stay deterministic."""
     journal: JournalConfig = JournalConfig(directory=None)
     writer_retry_alert_s: float = 30.0
+    instance_id: str | None = None
+    """This replica's name in the gap ledger (``BRIDGE_INSTANCE_ID``)."""
 
 
 @attrs.define
@@ -74,6 +78,7 @@ class Pipeline:
     max_frame_bytes: int = 16 * MIB
     draining: trio.Event = attrs.Factory(trio.Event)
     """Set once no more frames will come (shutdown, or every feed finished): writers stop lingering."""
+    gaps: GapTracker | None = None
     abandoned: bool = False
     """Leave what is not committed in the journal at exit instead of waiting for it."""
 
@@ -82,6 +87,22 @@ class Pipeline:
     def connected(self, feed: str) -> None:
         self.stats.feed_state[feed] = FeedState.CONNECTED
         self.stats.feeds_ever_connected.add(feed)
+        if self.gaps is not None and self.journal.paused is None:
+            self.gaps.receiving(feed)
+
+    def feed_stopped(self, feed: str, reason: str) -> None:
+        """``feed`` stopped receiving (its connection failed, it is being stopped): a gap opens."""
+        if self.gaps is not None:
+            self.gaps.stopped(feed, reason)
+
+    def _journal_paused(self, reason: str | None) -> None:
+        if self.gaps is None:
+            return
+        for feed, state in self.stats.feed_state.items():
+            if reason is not None:
+                self.gaps.stopped(feed, reason)
+            elif state is FeedState.CONNECTED:
+                self.gaps.receiving(feed)
 
     async def emit(self, frame: ReceivedFrame) -> None:
         """Journal one received frame (waiting only while the journal is full)."""
@@ -218,13 +239,19 @@ async def open_pipeline(
     journal for the next start.
     """
     async with open_journal(config.journal, stats, clock) as journal, trio.open_nursery() as nursery:
-        stores = {table: repository.store(table) for table in (*DATA_TABLES, Table.DEAD_LETTERS)}
+        stores = {table: repository.store(table) for table in (*DATA_TABLES, Table.DEAD_LETTERS, Table.FEED_GAPS)}
         channels: dict[Table, trio.MemorySendChannel[Delivery]] = {}
         receivers: dict[Table, trio.MemoryReceiveChannel[Delivery]] = {}
         budgets = {table: ByteBudget(config.channel_max_bytes) for table in stores}
         for table in stores:
             channels[table], receivers[table] = trio.open_memory_channel[Delivery](config.channel_capacity)
-        pipeline = Pipeline(journal, normalizers, stores, channels, budgets, stats, clock, tap, config.max_frame_bytes)
+        gaps = GapTracker(journal, stats, clock, config.instance_id)
+        gaps.load()
+        normalizers = {**normalizers, GAPS_FEED: normalize_gap_frame}
+        pipeline = Pipeline(
+            journal, normalizers, stores, channels, budgets, stats, clock, tap, config.max_frame_bytes, gaps=gaps
+        )
+        journal.on_pause = pipeline._journal_paused
         dead_letters = DeadLetterSender(
             channels[Table.DEAD_LETTERS], stores[Table.DEAD_LETTERS], budgets[Table.DEAD_LETTERS], pipeline.more
         )
@@ -274,6 +301,7 @@ async def run_feeds(feeds: Sequence[Feed], pipeline: Pipeline, restart: BackoffP
                     restart,
                     pipeline.stats,
                     restart_when_finished=not feed.finite,
+                    on_stopped=pipeline.feed_stopped,
                 ),
                 name=f"feed:{feed.name}",
             )
@@ -315,6 +343,7 @@ async def run_bridge(
             for feed in feeds:
                 if stats.feed_state.get(feed.name) != FeedState.FINISHED:
                     stats.feed_state[feed.name] = FeedState.STOPPED
+                    pipeline.feed_stopped(feed.name, "shutdown")
             pipeline.draining.set()
             with drain_scope:
                 await pipeline.journal.wait_done()
