@@ -167,8 +167,11 @@ class PolygonBackfiller:
     quote_max_age_ms: int = 5000
     settle_s: float = 1.0
     feed: str = "polygon"
+    gaps_seen: int = 0
+    gaps_done: int = 0
 
     def prepare(self, gap: Gap) -> PolygonPrepared:
+        self.gaps_seen += 1
         current = self.live.current
         reconnected = current is not None and current.started_at >= gap.started_at
         pinned = tuple(dict.fromkeys(self.contracts))[: self.max_contracts]
@@ -178,6 +181,12 @@ class PolygonBackfiller:
         return PolygonPrepared(contracts, before, current if reconnected else None, reconnected)
 
     async def run(self, gap: Gap, prepared: object, sink: FrameSink) -> BackfillResult:
+        try:
+            return await self._run(gap, prepared, sink)
+        finally:
+            self.gaps_done += 1
+
+    async def _run(self, gap: Gap, prepared: object, sink: FrameSink) -> BackfillResult:
         assert isinstance(prepared, PolygonPrepared)
         if not prepared.reconnected:
             return BackfillResult("not_applicable", 0, "the stream's connection stayed up through the gap")
@@ -207,7 +216,7 @@ class PolygonBackfiller:
                 except RestFailed as exc:
                     failures.append(f"{contract}: {exc}")
                     continue
-                missed = trade_events(contract, missed_trades(bounds, results))
+                missed = trade_events(contract, missed_trades(bounds, results), results)
                 if not missed:
                     continue
                 quotes: list[dict[str, Any]] = []
@@ -265,11 +274,20 @@ class BenzingaBackfiller:
     overlap_s: float = 5.0
     settle_s: float = 3.0
     feed: str = "benzinga"
+    gaps_seen: int = 0
+    gaps_done: int = 0
 
     def prepare(self, gap: Gap) -> BenzingaPrepared:
+        self.gaps_seen += 1
         return BenzingaPrepared(self.newest_seen(), self.replay_covered)
 
     async def run(self, gap: Gap, prepared: object, sink: FrameSink) -> BackfillResult:
+        try:
+            return await self._run(gap, prepared, sink)
+        finally:
+            self.gaps_done += 1
+
+    async def _run(self, gap: Gap, prepared: object, sink: FrameSink) -> BackfillResult:
         assert isinstance(prepared, BenzingaPrepared)
         if prepared.replay_covered():
             return BackfillResult("not_applicable", 0, "the stream's replay covered the gap")

@@ -189,17 +189,27 @@ def missed_trades(bounds: Bounds, results: Sequence[Mapping[str, Any]]) -> list[
     return missed
 
 
-def trade_events(contract: str, results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """REST trades as stream-shaped ``T`` events with a sequence of their own (see the module's docstring)."""
+def trade_events(
+    contract: str, missed: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """REST trades as stream-shaped ``T`` events with a sequence of their own (see the module's docstring).
+
+    ``n`` in the sequence counts within ``results`` (the whole REST answer ``missed`` was taken from), so a
+    trade gets the same id whichever of its nanosecond's neighbours the stream happened to deliver.
+    """
     ordinal: Counter[object] = Counter()
+    numbers: dict[int, int] = {}
+    for result in results if results is not None else missed:
+        ordinal[result.get("sip_timestamp")] += 1
+        numbers[id(result)] = ordinal[result.get("sip_timestamp")]
     events: list[dict[str, Any]] = []
-    for result in results:
+    for result in missed:
         sip = result.get("sip_timestamp")
-        ordinal[sip] += 1
         event: dict[str, Any] = {
             "ev": "T", "sym": contract, "x": result.get("exchange"), "p": result.get("price"),
             "s": result.get("size"), "c": result.get("conditions", []),
-            "t": sip // NS_PER_MS if type(sip) is int else sip, "q": f"rest:{sip}:{ordinal[sip]}", "rest": result,
+            "t": sip // NS_PER_MS if type(sip) is int else sip, "q": f"rest:{sip}:{numbers[id(result)]}",
+            "rest": result,
         }  # fmt: skip
         events.append(event)
     return events

@@ -194,6 +194,7 @@ async def serve_polygon_simulator(
     connect_event: str = CONNECTED_EVENT,
     market: PolygonMarket | None = None,
     keep_trading: bool = True,
+    open_at_first_subscription: bool = False,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; ``task_status.started`` gets the ``ws://`` URL. ``log`` counts trades as
@@ -205,6 +206,8 @@ async def serve_polygon_simulator(
     ``total_trades`` then bounds the trades that happen, not those sent. Given ``market``, every event
     is kept there and served on REST on a side port (``market.base_url``; see ``polygon_market``).
     Without a rate the scenario is streamed as fast as a connection reads it, pausing in between.
+    ``open_at_first_subscription`` holds the market's first trade until a client has subscribed (so a
+    test can expect every trade of the session to land, none happening before the bridge existed).
 
     ``frames`` (from ``prebuilt_frames``) replaces the generated scenario: they are sent in order,
     over all connections, and then the server goes quiet; quotes for contracts the client has not
@@ -214,16 +217,22 @@ async def serve_polygon_simulator(
     status and is closed, as the service does.
     """
     sent = log if log is not None else SentLog()
-    scenario = PolygonScenario(seed, start, contracts=contracts)
+    scenario_start = start or datetime.now(UTC)
+    scenario = PolygonScenario(seed, scenario_start, contracts=contracts)
+    opened = trio.current_time()
     events = scenario.events()
     prebuilt = None if frames is None else iter(frames)
     market_mode = keep_trading and events_per_second is not None and frames is None
     subscribers: dict[int, _Subscriber] = {}
     by_key: dict[str, tuple[Any, Any]] = {}
     connection_ids = itertools.count(1)
+    first_subscription = trio.Event()
 
     async def run_market() -> None:
         assert events_per_second is not None
+        if open_at_first_subscription:
+            await first_subscription.wait()
+            scenario.at_ms = int(scenario_start.timestamp() * 1000) + round((trio.current_time() - opened) * 1000)
         interval = batch_size / events_per_second
         started, last_ms = trio.current_time(), scenario.at_ms
         due, generated = started, 0
@@ -305,6 +314,7 @@ async def serve_polygon_simulator(
                     sent.extra["max_quote_subscriptions"] = max(sent.extra["max_quote_subscriptions"], quotes)
                     if any(c.startswith("T.") for c in channels):
                         subscribed.set()
+                        first_subscription.set()
 
             def wanted(event: dict[str, Any]) -> bool:
                 return _wanted(channels, event)
