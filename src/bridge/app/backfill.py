@@ -88,6 +88,11 @@ class Backfiller(Protocol):
     async def run(self, gap: Gap, prepared: object, sink: FrameSink) -> BackfillResult: ...
 
 
+@attrs.frozen
+class _PrepareFailed:
+    reason: str
+
+
 async def serve_backfill(
     backfiller: Backfiller,
     ledger: GapLedger,
@@ -103,9 +108,9 @@ async def serve_backfill(
             return
         try:
             prepared = backfiller.prepare(gap)
-        except Exception:  # a bug must not break the ledger's callback; the run below reports it
+        except Exception as exc:  # a bug must not break the ledger's callback; the gap records it
             log.exception("preparing a backfill failed", feed=gap.feed)
-            prepared = None
+            prepared = _PrepareFailed(f"backfill could not start: {type(exc).__name__}: {exc}")
         send.send_nowait((gap, prepared, trio.current_time()))
 
     ledger.on_closed(closed)
@@ -114,7 +119,10 @@ async def serve_backfill(
         async for gap, prepared, closed_at in receive:
             await trio.sleep_until(closed_at + backfiller.settle_s)
             try:
-                result = await backfiller.run(gap, prepared, sink)
+                if isinstance(prepared, _PrepareFailed):
+                    result = BackfillResult("partial", 0, prepared.reason)
+                else:
+                    result = await backfiller.run(gap, prepared, sink)
             except Exception as exc:
                 log.exception("backfill failed", feed=gap.feed)
                 result = BackfillResult("partial", 0, f"backfill failed: {type(exc).__name__}: {exc}")
