@@ -18,6 +18,7 @@ from bridge.domain.backfill import (
     PolygonBackfillNormalizer,
     backfill_frame_text,
     bounds_for,
+    edge_of,
     missed_trades,
     quote_events,
     trade_events,
@@ -42,8 +43,8 @@ def test_a_connection_keeps_its_first_and_last_millisecond_per_contract_with_the
     trades = ConnectionTrades(AT)
     trades.observe([live(MS, s=1), live(MS, s=2), {"ev": "Q", "sym": SYM, "t": MS}])
     trades.observe([live(MS + 1, s=3), live(MS + 4, s=4), live(MS + 4, s=5), live(MS + 2, s=9)])
-    assert trades.first[SYM] == Edge(MS, [(302, 1.25, 1), (302, 1.25, 2)])
-    assert trades.last[SYM] == Edge(MS + 4, [(302, 1.25, 4), (302, 1.25, 5)])  # a late print does not move it
+    assert trades.first_edge(SYM) == Edge(MS, [(302, 1.25, 1), (302, 1.25, 2)])
+    assert trades.last[SYM] == [MS + 4, (302, 1.25, 4), (302, 1.25, 5)]  # a late print does not move it
     assert trades.first_ms == MS
 
 
@@ -105,10 +106,11 @@ def test_without_quotes_a_backfilled_trade_has_no_side_and_a_broken_frame_is_a_d
 
 
 def test_the_most_recently_traded_contracts_come_from_the_connections_before_the_current_one() -> None:
-    trades = LiveTrades()
+    trades = LiveTrades(max_contracts=4)
     trades.new_connection(AT).observe([live(MS + n) | {"sym": f"O:SPY261218C0065{n:04d}"} for n in range(5)])
     trades.new_connection(AT)
     assert trades.most_recent(2) == ["O:SPY261218C00650004", "O:SPY261218C00650003"]
+    assert len(trades.history) == 4 and trades.last_edge("O:SPY261218C00650000") is None  # the oldest forgotten
     assert trades.most_recent(2, frozenset({"O:SPY261218C00650004"})) == [
         "O:SPY261218C00650003", "O:SPY261218C00650002"]  # fmt: skip
 
@@ -134,7 +136,8 @@ def test_every_trade_is_stored_exactly_once_whatever_the_stream_saw_around_the_g
     following.observe([live(MS + t, x, p, s) for t, x, p, s in seen_after])
     start = MS + (seen_before[-1][0] if seen_before else 0)
     end = MS + (seen_after[0][0] if seen_after else 3)
-    bounds = bounds_for(SYM, connection.last.get(SYM), following.first.get(SYM), start, end)
+    following_first = following.first_edge(SYM)
+    bounds = bounds_for(SYM, edge_of(connection.last.get(SYM)), following_first, start, end)
     results = [rest((MS + t) * NS_PER_MS + n, x, p, s) for n, (t, x, p, s) in enumerate(tape)]
     missed = [] if bounds is None else missed_trades(bounds, results)
     stored = sorted([(t, x, p, s) for t, x, p, s in seen_before + seen_after] +

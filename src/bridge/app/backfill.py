@@ -185,7 +185,7 @@ class PolygonBackfiller:
         pinned = tuple(dict.fromkeys(self.contracts))[: self.max_contracts]
         recent = self.live.most_recent(self.max_contracts - len(pinned), frozenset(pinned))
         contracts = (*pinned, *recent)
-        before = {c: edge for c in contracts if (edge := self.live.history.get(c)) is not None}
+        before = {c: edge for c in contracts if (edge := self.live.last_edge(c)) is not None}
         return PolygonPrepared(contracts, before, current if reconnected else None, reconnected)
 
     async def run(self, gap: Gap, prepared: object, sink: FrameSink) -> BackfillResult:
@@ -209,7 +209,7 @@ class PolygonBackfiller:
         quotes_entitled = True
         try:
             for contract in prepared.contracts:
-                first = after.first.get(contract) if after is not None else None
+                first = after.first_edge(contract) if after is not None else None
                 bounds = bounds_for(contract, prepared.before.get(contract), first, start_ms, end_ms)
                 if bounds is None:
                     continue

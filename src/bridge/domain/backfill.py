@@ -69,18 +69,27 @@ class Edge:
     keys: list[TradeKey]
 
 
+Millis = list[Any]
+"""``[ms, key, key, …]``: one millisecond of a contract's live trades, kept as a plain list (the receive
+path builds one per trade; an attrs instance costs twice as much)."""
+
+
+def edge_of(millis: Millis | None) -> Edge | None:
+    return None if millis is None else Edge(millis[0], list(millis[1:]))
+
+
 @attrs.define
 class ConnectionTrades:
     """The live trades of one connection, per contract: its first and its last millisecond."""
 
     started_at: datetime
-    first: dict[str, Edge] = attrs.Factory(dict)
-    last: dict[str, Edge] = attrs.Factory(dict)
+    first: dict[str, Millis] = attrs.Factory(dict)
+    last: dict[str, Millis] = attrs.Factory(dict)
     first_ms: int | None = None
     """The millisecond of the connection's first trade, any contract: its subscription was in effect by then."""
 
     def observe(self, events: Iterable[object]) -> None:
-        """Note every ``T`` event of a frame (the receive path: kept to a few dict operations a trade)."""
+        """Note every ``T`` event of a frame (the receive path: a few dict operations a trade)."""
         first, last = self.first, self.last
         for event in events:
             if type(event) is not dict or event.get("ev") != "T":
@@ -89,32 +98,40 @@ class ConnectionTrades:
             if type(sym) is not str or type(at) is not int:
                 continue  # the normalizer dead-letters it; nothing to learn here
             key = (event.get("x"), event.get("p"), event.get("s"))
-            edge = last.get(sym)
-            if edge is None:
+            millis = last.get(sym)
+            if millis is None:
                 if self.first_ms is None:
                     self.first_ms = at
-                first[sym] = Edge(at, [key])
-                last[sym] = Edge(at, [key])
-            elif at == edge.ms:
-                edge.keys.append(key)
+                first[sym] = [at, key]
+                last[sym] = [at, key]
+            elif at == millis[0]:
+                millis.append(key)
                 opening = first[sym]
-                if opening.ms == at and len(opening.keys) < len(edge.keys):
-                    opening.keys.append(key)  # still the connection's first millisecond
-            elif at > edge.ms:
-                last[sym] = Edge(at, [key])
+                if opening[0] == at and len(opening) < len(millis):
+                    opening.append(key)  # still the connection's first millisecond
+            elif at > millis[0]:
+                last[sym] = [at, key]
+
+    def first_edge(self, contract: str) -> Edge | None:
+        return edge_of(self.first.get(contract))
 
 
 @attrs.define
 class LiveTrades:
     """What the live stream delivered, per connection, for the backfill of the gaps between connections."""
 
-    history: dict[str, Edge] = attrs.Factory(dict)
+    max_contracts: int = 200_000
+    """The most contracts ``history`` remembers (the most recently traded are kept)."""
+    history: dict[str, Millis] = attrs.Factory(dict)
     """The last millisecond per contract over the connections before the current one."""
     current: ConnectionTrades | None = None
 
     def new_connection(self, at: datetime) -> ConnectionTrades:
         if self.current is not None:
             self.history.update(self.current.last)
+            if len(self.history) > self.max_contracts:
+                kept = heapq.nlargest(self.max_contracts, self.history.items(), key=lambda item: item[1][0])
+                self.history = dict(kept)
         self.current = ConnectionTrades(at)
         return self.current
 
@@ -122,9 +139,13 @@ class LiveTrades:
         if self.current is not None:
             self.current.observe(events)
 
+    def last_edge(self, contract: str) -> Edge | None:
+        """The contract's last live millisecond before the current connection."""
+        return edge_of(self.history.get(contract))
+
     def most_recent(self, count: int, exclude: frozenset[str] = frozenset()) -> list[str]:
         """The ``count`` contracts traded most recently before the current connection."""
-        candidates = ((edge.ms, sym) for sym, edge in self.history.items() if sym not in exclude)
+        candidates = ((millis[0], sym) for sym, millis in self.history.items() if sym not in exclude)
         return [sym for _, sym in heapq.nlargest(count, candidates)]
 
 
