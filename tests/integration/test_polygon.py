@@ -271,7 +271,12 @@ async def test_a_second_connection_of_a_key_closes_the_first_with_max_connection
                 other.append(orjson.loads(await ws.get_message()))  # still served
                 await trio.sleep(1)  # the feed does not come back to take it over
 
-        async def stop() -> None:
+        calls = [0]
+
+        async def stop() -> None:  # called again for a second stop request: that one never comes
+            calls[0] += 1
+            if calls[0] > 1:
+                await trio.sleep_forever()
             await second_connection()
 
         with trio.fail_after(30):

@@ -143,3 +143,34 @@ def test_every_trade_is_stored_exactly_once_whatever_the_stream_saw_around_the_g
     stored = sorted([(t, x, p, s) for t, x, p, s in seen_before + seen_after] +
                     [(r["sip_timestamp"] // NS_PER_MS - MS, r["exchange"], r["price"], r["size"]) for r in missed])
     assert stored == sorted(tape)
+
+
+JSONISH = st.none() | st.booleans() | st.text(max_size=3) | st.floats() | st.lists(st.integers(), max_size=2)
+REST_TRADE = st.fixed_dictionaries(
+    {},
+    optional={
+        "conditions": JSONISH,
+        "exchange": st.sampled_from([302, 399, -1]) | JSONISH,
+        "price": st.sampled_from([0.0, 1.25, -1.0]) | JSONISH,
+        "size": st.sampled_from([1, 0, 2**70]) | JSONISH,
+        "sip_timestamp": st.sampled_from([MS * NS_PER_MS - 5, (MS - 900) * NS_PER_MS, -1]) | JSONISH,
+    },
+)
+
+
+@given(st.lists(REST_TRADE, max_size=8))
+def test_whatever_rest_answers_each_trade_becomes_a_row_or_a_reason_and_nothing_raises(
+    results: list[dict[str, Any]],
+) -> None:
+    bounds = bounds_for(SYM, None, None, MS - 1000, MS)
+    assert bounds is not None
+    missed = missed_trades(bounds, results)
+    events = trade_events(SYM, missed, results)
+    text = backfill_frame_text("gap", SYM, events, [])
+    normalized = PolygonBackfillNormalizer()(ReceivedFrame("polygon", AT, text))
+    letters = normalized.dead_letters
+    if letters and letters[0].kind == "invalid_json":  # a non-finite number: the frame as a whole, with its text
+        assert normalized.rows == () and letters[0].frame == text
+        return
+    reasons = sum(letter.reason.count("event ") for letter in letters)
+    assert len(normalized.rows) + reasons >= len(events)

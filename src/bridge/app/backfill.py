@@ -228,9 +228,9 @@ class PolygonBackfiller:
                 if not missed:
                     continue
                 quotes: list[dict[str, Any]] = []
-                if quotes_entitled:
-                    low = missed[0]["rest"]["sip_timestamp"] - self.quote_max_age_ms * NS_PER_MS
-                    high = missed[-1]["rest"]["sip_timestamp"] + 1
+                times = [sip for event in missed if type(sip := event["rest"].get("sip_timestamp")) is int]
+                if quotes_entitled and times:
+                    low, high = min(times) - self.quote_max_age_ms * NS_PER_MS, max(times) + 1
                     try:
                         quotes = quote_events(contract, await rest.quotes(contract, low, high))
                     except NotEntitled as exc:
@@ -254,9 +254,11 @@ class PolygonBackfiller:
         quote_ns = [quote["ns"] for quote in quotes]
         for start in range(0, len(trades), TRADES_PER_FRAME):
             chunk = trades[start : start + TRADES_PER_FRAME]
-            low = chunk[0]["rest"]["sip_timestamp"] - self.quote_max_age_ms * NS_PER_MS
-            high = chunk[-1]["rest"]["sip_timestamp"]
-            window = quotes[bisect.bisect_left(quote_ns, low) : bisect.bisect_right(quote_ns, high)]
+            times = [sip for event in chunk if type(sip := event["rest"].get("sip_timestamp")) is int]
+            window: list[dict[str, Any]] = []
+            if times:  # a trade without a usable time is dead-lettered by the normalizer: it needs no quote
+                low, high = min(times) - self.quote_max_age_ms * NS_PER_MS, max(times)
+                window = quotes[bisect.bisect_left(quote_ns, low) : bisect.bisect_right(quote_ns, high)]
             text = backfill_frame_text(gap_id, contract, chunk, window)
             await sink.emit(ReceivedFrame(self.feed, self.clock(), text))
 

@@ -24,6 +24,7 @@ frame gets a normalizer (an NBBO book) of its own, so history never touches the 
 from __future__ import annotations
 
 import heapq
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -36,6 +37,7 @@ import orjson
 from bridge.domain.models import Normalized, ReceivedFrame
 from bridge.domain.nbbo import NbboBook
 from bridge.domain.normalizers.polygon import PolygonNormalizer
+from bridge.domain.values import InvalidJson, loads_exact
 
 BACKFILL_PREFIX: Final = '{"backfill"'
 """How a backfill frame starts: live frames are arrays (or a lone ``{"ev"…}`` object)."""
@@ -57,8 +59,17 @@ def _canon(value: object) -> object:
     return value
 
 
+def _hashable(value: object) -> object:
+    """A value usable as a key whatever JSON it is (a list or an object from a hostile answer)."""
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
 def canonical(key: TradeKey) -> tuple[object, object, object]:
-    return tuple(_canon(part) for part in key)  # type: ignore[return-value]
+    return tuple(_hashable(_canon(part)) for part in key)  # type: ignore[return-value]
 
 
 @attrs.define(slots=True)
@@ -221,8 +232,9 @@ def trade_events(
     ordinal: Counter[object] = Counter()
     numbers: dict[int, int] = {}
     for result in results if results is not None else missed:
-        ordinal[result.get("sip_timestamp")] += 1
-        numbers[id(result)] = ordinal[result.get("sip_timestamp")]
+        sip_key = _hashable(result.get("sip_timestamp"))
+        ordinal[sip_key] += 1
+        numbers[id(result)] = ordinal[sip_key]
     events: list[dict[str, Any]] = []
     for result in missed:
         sip = result.get("sip_timestamp")
@@ -257,7 +269,11 @@ def backfill_frame_text(gap_id: str, contract: str, trades: list[dict[str, Any]]
         return (sip if type(sip) is int else 0), 1
 
     events = sorted([*quotes, *trades], key=order)
-    return orjson.dumps({"backfill": {"gap": gap_id, "contract": contract}, "events": events}).decode()
+    body = {"backfill": {"gap": gap_id, "contract": contract}, "events": events}
+    try:
+        return orjson.dumps(body).decode()
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: the exact encoder keeps it as sent
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
 @attrs.define
@@ -274,9 +290,9 @@ class PolygonBackfillNormalizer(PolygonNormalizer):
         if not frame.text.startswith(BACKFILL_PREFIX):
             return super().__call__(frame)
         try:
-            body = orjson.loads(frame.text)
+            body = loads_exact(frame.text)  # exact numbers, as the live path reads them
             events = body["events"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        except (InvalidJson, KeyError, TypeError):
             return super().__call__(frame)  # not a backfill frame after all: dead-lettered as usual
         own = PolygonNormalizer(quote_max_age_ms=self.quote_max_age_ms, book=NbboBook())
         normalized = own(attrs.evolve(frame, decoded=events if isinstance(events, list) else None))
