@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
@@ -328,5 +328,3 @@ def stream_message(article: dict[str, Any]) -> dict[str, Any]:
         "backfill": True,
     }
 
-
-WaitFor = Callable[[], Awaitable[None]]
