@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from bridge.adapters.journal import DamagedRecord, FeedLog, Journal, JournalConfig, Record, open_journal
+from bridge.app.backfill import backfillers_of, serve_backfills
 from bridge.app.gaps import GapTracker
 from bridge.app.stats import FeedState, PipelineStats
 from bridge.app.supervisor import supervise_feed
@@ -289,8 +290,11 @@ async def open_pipeline(
 
 
 async def run_feeds(feeds: Sequence[Feed], pipeline: Pipeline, restart: BackoffPolicy) -> None:
-    """Run every feed under its own supervisor; return when all finite feeds have finished."""
+    """Run every feed under its own supervisor, and the backfill of the gaps of those that have one;
+    return when all finite feeds have finished."""
     async with trio.open_nursery() as nursery:
+        if pipeline.gaps is not None and (backfillers := backfillers_of(feeds)):
+            await nursery.start(serve_backfills, backfillers, pipeline.gaps, pipeline)
         for feed in feeds:
             nursery.start_soon(
                 functools.partial(
