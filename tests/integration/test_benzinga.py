@@ -139,20 +139,26 @@ async def stream_with_gaps(
     sent = SentLog(keep_messages=True)
     stats = PipelineStats()
     config = attrs.evolve(CONFIG, feed_restart=BackoffPolicy(initial_s=0.3, max_s=0.3, jitter=0))
+    newsroom = list(itertools.islice(BenzingaScenario(seed=5, start=start).messages(), published))
     async with trio.open_nursery() as nursery:
         url = await nursery.start(functools.partial(
             serve_benzinga_simulator, token=TOKEN, messages_per_second=40, total_messages=published,
             disconnect_every_frames=30, accepts_actions=accepts_actions, start=start, seed=5, log=sent))  # fmt: skip
         feed = BenzingaFeed(url=url, api_key=TOKEN, clock=utc_now, ping_interval_s=5, replay_on_reconnect=replay)
 
+        # with replays answered, every article reaches the bridge in the end, also those published during the
+        # last gap: wait for a reconnect after it (the stream may end while nobody is connected)
+        wanted = set(final_state(newsroom)) if replay and accepts_actions else set()
+
         def settled() -> bool:  # everything published, the last reconnect's replay answered and all received
             answered = not replay or feed.protocol.replay_refused or sent.extra["replays"] == sent.connections - 1
-            return sent.extra["published"] >= published and answered and stats.total_frames >= sent.frames_sent
+            delivered = not wanted or wanted <= final_state(sent.messages).keys()
+            return (sent.extra["published"] >= published and answered and delivered
+                    and stats.total_frames >= sent.frames_sent)  # fmt: skip
 
         with trio.fail_after(60):
             assert await run_bridge([feed], repository, normalizers(), config, stats, utc_now, stop_when(settled))
         nursery.cancel_scope.cancel()
-    newsroom = list(itertools.islice(BenzingaScenario(seed=5, start=start).messages(), published))
     return sent, stats, feed, newsroom
 
 
@@ -161,7 +167,7 @@ async def test_news_published_during_disconnects_lands_once_per_article_through_
 ) -> None:
     sent, stats, feed, newsroom = await stream_with_gaps(repository, replay=True)
     assert stats.feed_restarts["benzinga"] >= 3
-    assert sent.extra["published_while_disconnected"] >= 3 * 10  # the gaps were real
+    assert sent.extra["published_while_disconnected"] >= 3 * 4  # the gaps were real
     assert feed.protocol.replays_sent == sent.extra["replays"] == sent.connections - 1  # after each reconnect only
     assert sent.extra["replayed"] > sent.extra["published_while_disconnected"]  # replays overlap what landed
     expected = final_state(newsroom)

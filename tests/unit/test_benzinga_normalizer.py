@@ -136,3 +136,18 @@ def test_the_memory_of_articles_is_bounded() -> None:
     for article in (1, 2, 3):
         normalizer(ReceivedFrame("benzinga", RECEIVED, orjson.dumps(v1(id=article)).decode()))
     assert len(normalizer._newest) == 2
+
+
+def test_a_creation_replayed_after_its_update_of_the_same_instant_makes_no_row() -> None:
+    """Event times can tie (the v1 shape has whole seconds): the update still wins over its creation."""
+    normalizer = BenzingaNormalizer()
+    created = v1("Created")
+    updated = v1("Updated", title="Nestlé beats estimates", revision_id=2)
+    updated["data"]["timestamp"] = created["data"]["timestamp"]  # type: ignore[index]
+
+    def rows(message: dict[str, object]) -> tuple[object, ...]:
+        return normalizer(ReceivedFrame("benzinga", RECEIVED, orjson.dumps(message).decode())).rows
+
+    assert len(rows(created)) == len(rows(updated)) == 1
+    assert rows(created) == ()  # the replayed creation, same instant as the update
+    assert len(rows(updated)) == 1

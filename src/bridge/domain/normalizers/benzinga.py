@@ -78,7 +78,7 @@ class BenzingaNormalizer:
 
     max_articles: int = 100_000
     superseded: int = 0
-    _newest: dict[UUID, datetime] = attrs.field(factory=dict, init=False, repr=False)
+    _newest: dict[UUID, tuple[datetime, int]] = attrs.field(factory=dict, init=False, repr=False)
 
     def __call__(self, frame: ReceivedFrame) -> Normalized:
         result, order = _normalize(frame)
@@ -97,7 +97,7 @@ class BenzingaNormalizer:
         return result
 
 
-def _normalize(frame: ReceivedFrame) -> tuple[Normalized, tuple[UUID, datetime] | None]:
+def _normalize(frame: ReceivedFrame) -> tuple[Normalized, tuple[UUID, tuple[datetime, int]] | None]:
     """The message's row (with its article's row id and event time, when it has a usable one) or its dead letter."""
     if len(frame.text) < 16 and frame.text.strip().lower() in KEEPALIVE_REPLIES:
         return Normalized(), None
@@ -115,13 +115,22 @@ def _normalize(frame: ReceivedFrame) -> tuple[Normalized, tuple[UUID, datetime] 
         return Normalized(dead_letters=(dead_letter(frame, [unexpected(exc)], NORMALIZER_ERROR),)), None
 
 
-def _event_time(message: Any) -> datetime | None:
-    """``data.timestamp``, the time of the event the message reports; ``None`` if absent or unusable
-    (it orders messages, it is not stored, so a bad one costs only the ordering)."""
+_ACTION_RANK: Final = {"created": 0, "updated": 1, "removed": 2, "deleted": 2}
+"""Within one second of ``data.timestamp`` (its resolution in the v1 shape) an article's events come in this order."""
+
+
+def _event_time(message: Any) -> tuple[datetime, int] | None:
+    """``data.timestamp``, the time of the event the message reports, and its action's rank (a creation and its
+    update within one second must not swap); ``None`` if absent or unusable (it orders messages, it is not
+    stored, so a bad one costs only the ordering)."""
     try:
-        return optional_timestamp("data.timestamp", message["data"].get("timestamp"))
+        moment = optional_timestamp("data.timestamp", message["data"].get("timestamp"))
     except InvalidValue:
         return None
+    if moment is None:
+        return None
+    action = message["data"].get("action")
+    return moment, _ACTION_RANK.get(action.lower(), 1) if isinstance(action, str) else 1
 
 
 def _article(message: object, received_at: datetime) -> NewsEventRow:
