@@ -97,6 +97,8 @@ class BridgeRun:
     seconds: float
     peak_rss_mb: float
     bridge_cpu_s: float
+    bridge_system_s: float
+    """Of ``bridge_cpu_s``, the kernel's share (the journal's writes and fsyncs, sockets)."""
     postgres_cpu_s: float
     sender_cpu_s: float
     """This process: the simulator sending frames, and polling the table."""
@@ -132,7 +134,8 @@ class BridgeRun:
         journal = "" if self.journal_peak_mb is None else f", journal ≤ {self.journal_peak_mb:.0f} MB"
         return (
             f"peak RSS {self.peak_rss_mb:.0f} MB{journal};"
-            f" CPU s per 100k trades: bridge {self.bridge_cpu_s * per_100k:.2f},"
+            f" CPU s per 100k trades: bridge {self.bridge_cpu_s * per_100k:.2f}"
+            f" (system {self.bridge_system_s * per_100k:.2f}),"
             f" PostgreSQL {self.postgres_cpu_s * per_100k:.2f}, sender {self.sender_cpu_s * per_100k:.2f};"
             f" reconciliation {check}"
         )
@@ -296,7 +299,10 @@ async def bridge_run(
             profiler = await trio.lowlevel.open_process(
                 ["py-spy", "record", "--pid", str(process.pid), "--gil", "--rate", "200", "--format", "raw",
                  "--output", str(out)], stdout=log, stderr=log)  # fmt: skip
-        while sent.frames_sent == 0:  # noqa: ASYNC110 - the simulator's counter has no event
+        while sent.frames_sent == 0:  # the simulator's counter has no event
+            if process.poll() is not None:  # it failed at start: say why rather than wait forever
+                tail = "\n".join((home / "bridge.log").read_text(errors="replace").splitlines()[-3:])
+                raise SystemExit(f"`bridge run` exited ({process.returncode}) before its first frame:\n{tail}")
             await trio.sleep(0.005)
         started, started_wall = time.monotonic(), time.time()
         cpu_before = watched.cpu_times()
@@ -358,6 +364,7 @@ async def bridge_run(
         seconds=seconds,
         peak_rss_mb=peak,
         bridge_cpu_s=(cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system),
+        bridge_system_s=cpu_after.system - cpu_before.system,
         postgres_cpu_s=postgres_after - postgres_before,
         sender_cpu_s=sender_cpu,
         stored=count,
