@@ -2,6 +2,7 @@
 
     python bench/bench_throughput.py [--trades 600000] [--rates 1000,5000,20000] [--rate-seconds 20]
                                      [--outage-seconds 60] [--batch-sizes 1000,5000,20000]
+                                     [--fsync-ms 1,5,20,100] [--ab-src OTHER/src] [--ab-pairs 3]
                                      [--contracts 200] [--database-url URL] [--skip PART,...]
 
 In one run, on this machine, with PostgreSQL on the same machine (embedded unless --database-url):
@@ -17,8 +18,15 @@ In one run, on this machine, with PostgreSQL on the same machine (embedded unles
             commit timestamp minus the bridge's received_at; needs track_commit_timestamp, which
             the embedded server gets), peak RSS;
   outage    5,000 trades/s with the database cut off (a TCP proxy) for --outage-seconds: peak RSS
-            while the bridge spools, and how long it takes to catch up once the database is back;
-  batches   full speed again at each BRIDGE_BATCH_MAX_ROWS (the batch-size scaling law).
+            and journal size while the journal holds what the database cannot take, and how long it
+            takes to catch up once the database is back;
+  batches   full speed again at each BRIDGE_BATCH_MAX_ROWS (the batch-size scaling law);
+  fsync     at each BRIDGE_JOURNAL_FSYNC_MS: full speed, and the latency at 5,000 trades/s;
+  ab        with --ab-src: full speed of this checkout's bridge and of the other one's, alternated
+            in --ab-pairs pairs (the machine's speed drifts; each pair is read as a ratio).
+
+Each bridge run gets a BRIDGE_HOME of its own (so its own journal), deleted after the run; the peak of
+``bridge_journal_bytes`` in its /metrics is reported where the bridge has a journal.
 
 Every bridge run ends with a reconciliation: trades stored = trades sent, no duplicate id. The table
 is printed and written to bench/results/ with the machine's description. The NBBO-book scaling law
@@ -28,9 +36,11 @@ is printed and written to bench/results/ with the machine's description. The NBB
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import platform
+import shutil
 import signal
 import socket
 import sys
@@ -75,8 +85,10 @@ PROFILE: dict[str, Path] = {}
 """``--profile DIR``: py-spy samples the bridge during the full-speed run (collapsed stacks, GIL holder only)."""
 BRIDGE_PYTHONPATH: dict[str, str] = {}
 """``--bridge-src``: run another checkout's bridge (an A/B comparison in one run) against this harness."""
+AB_ENV: dict[str, str] = {}
+"""``--ab-env K=V,...``: settings given to the ``--ab-src`` bridge's runs instead of ``--bridge-env``."""
 SMALL_CEILING_ROWS = 200_000
-PARTS = ("ceiling", "naive", "full", "rates", "outage", "batches")
+PARTS = ("ceiling", "naive", "full", "rates", "outage", "batches", "fsync", "ab")
 
 
 @attrs.frozen
@@ -85,6 +97,8 @@ class BridgeRun:
     seconds: float
     peak_rss_mb: float
     bridge_cpu_s: float
+    bridge_system_s: float
+    """Of ``bridge_cpu_s``, the kernel's share (the journal's writes and fsyncs, sockets)."""
     postgres_cpu_s: float
     sender_cpu_s: float
     """This process: the simulator sending frames, and polling the table."""
@@ -94,6 +108,10 @@ class BridgeRun:
     """(p50, p99, max) received → committed in seconds, when commit timestamps are on."""
     catch_up_s: float | None = None
     dead_letters: int = 0
+    journal_peak_mb: float | None = None
+    """The largest ``bridge_journal_bytes`` seen in /metrics (None: the bridge has no journal)."""
+    timeline: tuple[tuple[float, float, float | None, int], ...] = ()
+    """Every 0.5 s: (seconds since the first frame, RSS MB, journal MB, rows committed)."""
 
     @property
     def per_second(self) -> float:
@@ -113,8 +131,11 @@ class BridgeRun:
             )
         )
         per_100k = 1e5 / self.trades
+        journal = "" if self.journal_peak_mb is None else f", journal ≤ {self.journal_peak_mb:.0f} MB"
         return (
-            f"peak RSS {self.peak_rss_mb:.0f} MB; CPU s per 100k trades: bridge {self.bridge_cpu_s * per_100k:.2f},"
+            f"peak RSS {self.peak_rss_mb:.0f} MB{journal};"
+            f" CPU s per 100k trades: bridge {self.bridge_cpu_s * per_100k:.2f}"
+            f" (system {self.bridge_system_s * per_100k:.2f}),"
             f" PostgreSQL {self.postgres_cpu_s * per_100k:.2f}, sender {self.sender_cpu_s * per_100k:.2f};"
             f" reconciliation {check}"
         )
@@ -182,17 +203,21 @@ def postgres_cpu_s() -> float:
     return total
 
 
-def committed(port: str) -> int:
-    """``options_flow`` rows the bridge has committed, from its /metrics (0 until it answers)."""
+def scrape(port: str) -> tuple[int, float | None]:
+    """From the bridge's /metrics: ``options_flow`` rows committed (0 until it answers) and the journal's
+    bytes on disk (None when the bridge has no journal)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             text = response.read().decode()
     except OSError:
-        return 0
+        return 0, None
+    rows, journal = 0, None
     for line in text.splitlines():
         if line.startswith('bridge_rows_committed_total{table="options_flow"}'):
-            return int(float(line.rsplit(" ", 1)[1]))
-    return 0
+            rows = int(float(line.rsplit(" ", 1)[1]))
+        elif line.startswith("bridge_journal_bytes "):
+            journal = float(line.rsplit(" ", 1)[1])
+    return rows, journal
 
 
 def stored(url: str) -> tuple[int, int]:
@@ -237,9 +262,15 @@ async def bridge_run(
     rate: float | None = None,
     outage_s: float | None = None,
     env_extra: dict[str, str] | None = None,
+    src: str | None = None,
 ) -> BridgeRun:
-    """Serve ``frames`` to a `bridge run` process until every trade is committed (or 10 minutes pass)."""
+    """Serve ``frames`` to a `bridge run` process until every trade is committed (or progress stops for 30 s).
+
+    ``src``: run the bridge from that ``src/`` directory (another checkout) instead of ``--bridge-src``
+    or this one; such a run gets ``--ab-env`` instead of ``--bridge-env``.
+    """
     empty_table(url, ", bridge_dead_letters")
+    run_home = Path(tempfile.mkdtemp(prefix="run-", dir=home))  # its own journal, so no run replays another's
     trades = sum(frame.trades for frame in frames)
     sent = SentLog()
     proxy, proxied_url = proxied(url)
@@ -250,11 +281,13 @@ async def bridge_run(
         sim = await nursery.start(functools.partial(
             serve_polygon_simulator, api_key=KEY, events_per_second=None if rate is None else rate / (1 - QUOTE_SHARE),
             frames=frames, log=sent))  # fmt: skip
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}, **BRIDGE_PYTHONPATH,
+        code = {"PYTHONPATH": src} if src is not None else BRIDGE_PYTHONPATH
+        settings = AB_ENV if src is not None else BRIDGE_ENV
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}, **code,
                "DATABASE_URL": database_url,
-               "BRIDGE_POLYGON_API_KEY": KEY, "BRIDGE_POLYGON_URL": sim, "BRIDGE_HOME": str(home),
+               "BRIDGE_POLYGON_API_KEY": KEY, "BRIDGE_POLYGON_URL": sim, "BRIDGE_HOME": str(run_home),
                "BRIDGE_HTTP_PORT": str(free_port()), "BRIDGE_HTTP_HOST": "127.0.0.1",
-               "BRIDGE_LOG_LEVEL": "warning", **BRIDGE_ENV, **(env_extra or {})}  # fmt: skip
+               "BRIDGE_LOG_LEVEL": "warning", **settings, **(env_extra or {})}  # fmt: skip
         log = (home / "bridge.log").open("ab")
         process = await trio.lowlevel.open_process([sys.executable, "-m", "bridge", "run"], env=env, stdout=log,
                                                    stderr=log)  # fmt: skip
@@ -266,30 +299,46 @@ async def bridge_run(
             profiler = await trio.lowlevel.open_process(
                 ["py-spy", "record", "--pid", str(process.pid), "--gil", "--rate", "200", "--format", "raw",
                  "--output", str(out)], stdout=log, stderr=log)  # fmt: skip
-        while sent.frames_sent == 0:  # noqa: ASYNC110 - the simulator's counter has no event
+        while sent.frames_sent == 0:  # the simulator's counter has no event
+            if process.poll() is not None:  # it failed at start: say why rather than wait forever
+                tail = "\n".join((home / "bridge.log").read_text(errors="replace").splitlines()[-3:])
+                raise SystemExit(f"`bridge run` exited ({process.returncode}) before its first frame:\n{tail}")
             await trio.sleep(0.005)
         started, started_wall = time.monotonic(), time.time()
         cpu_before = watched.cpu_times()
         postgres_before = postgres_cpu_s()
         sender_before = time.process_time()
         catch_up_s = None
-        if outage_s is not None:
+        restored: float | None = None
+
+        async def cut_off(outage: float) -> None:
+            nonlocal restored
             await trio.sleep(2)
             proxy.break_connections()
-            await trio.sleep(outage_s)
+            await trio.sleep(outage)
             proxy.restore()
             restored = time.monotonic()
+
+        if outage_s is not None:
+            nursery.start_soon(cut_off, outage_s)
         # Polled from the bridge's own metrics, in a thread: a count(*) on the table would load the
         # database, and a blocking call here would stall the simulator's sends. A run that stops
         # making progress for 30 s ends here too; the reconciliation then says what is missing.
         progress, progressed_at = -1, time.monotonic()
-        while progress < trades and time.monotonic() - progressed_at < 30:
-            now_committed = await trio.to_thread.run_sync(committed, env["BRIDGE_HTTP_PORT"])
-            if now_committed != progress:
+        journal_peak: float | None = None
+        timeline = []
+        while progress < trades and (time.monotonic() - progressed_at < 30 or (outage_s and restored is None)):
+            now_committed, journal = await trio.to_thread.run_sync(scrape, env["BRIDGE_HTTP_PORT"])
+            if journal is not None:
+                journal_peak = max(journal, journal_peak or 0.0)
+            with contextlib.suppress(psutil.Error):
+                timeline.append((time.monotonic() - started, watched.memory_info().rss / 2**20,
+                                 None if journal is None else journal / 2**20, now_committed))  # fmt: skip
+            if now_committed != progress or (outage_s is not None and restored is None):
                 progress, progressed_at = now_committed, time.monotonic()
             await trio.sleep(0.5)  # scraping /metrics costs the bridge CPU: not more often
         finished = time.monotonic()
-        if outage_s is not None:
+        if restored is not None:
             catch_up_s = finished - restored
         cpu_after = watched.cpu_times()
         postgres_after = postgres_cpu_s()
@@ -305,6 +354,7 @@ async def bridge_run(
             with trio.move_on_after(30):
                 await profiler.wait()  # py-spy writes its file when the bridge exits
         nursery.cancel_scope.cancel()
+    shutil.rmtree(run_home, ignore_errors=True)
     last = last_commit_epoch(url)
     seconds = (last - started_wall) if last is not None and rate is None else finished - started
     count, distinct = stored(url)
@@ -314,6 +364,7 @@ async def bridge_run(
         seconds=seconds,
         peak_rss_mb=peak,
         bridge_cpu_s=(cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system),
+        bridge_system_s=cpu_after.system - cpu_before.system,
         postgres_cpu_s=postgres_after - postgres_before,
         sender_cpu_s=sender_cpu,
         stored=count,
@@ -321,6 +372,8 @@ async def bridge_run(
         latency=latency(url),
         catch_up_s=catch_up_s,
         dead_letters=int(dead),
+        journal_peak_mb=None if journal_peak is None else journal_peak / 2**20,
+        timeline=tuple(timeline),
     )
 
 
@@ -410,6 +463,11 @@ def run(url: str, home: Path, args: argparse.Namespace) -> str:
         )
         emit(f"at  5,000 trades/s with the database away {args.outage_seconds:.0f} s: caught up "
              f"{result.catch_up_s:.1f} s after it came back; {result.describe()}")  # fmt: skip
+        if args.timeline:
+            emit("    s      RSS MB  journal MB  committed")
+            for moment, rss, journal, done in result.timeline[::4]:
+                shown = "-" if journal is None else f"{journal:.0f}"
+                emit(f"    {moment:5.1f}  {rss:6.0f}  {shown:>10}  {done:>9,}")
     if "batches" not in skip:
         trades = min(args.trades, 300_000)
         frames = frames_for(trades, args.contracts, FULL_SPEED_GUESS)
@@ -420,6 +478,36 @@ def run(url: str, home: Path, args: argparse.Namespace) -> str:
             emit(
                 f"BRIDGE_BATCH_MAX_ROWS={size:<6} full speed: {result.per_second:>8,.0f} trades/s; {result.describe()}"
             )
+    if "fsync" not in skip:
+        frames = frames_for(min(args.trades, 300_000), args.contracts, FULL_SPEED_GUESS)
+        paced = frames_for(int(5000 * args.rate_seconds), args.contracts, 5000)
+        for interval in (value for value in args.fsync_ms.split(",") if value):
+            setting = {"BRIDGE_JOURNAL_FSYNC_MS": interval}
+            fast = trio.run(functools.partial(bridge_run, url, home, frames, env_extra=setting))
+            slow = trio.run(functools.partial(bridge_run, url, home, paced, rate=5000.0, env_extra=setting))
+            emit(f"BRIDGE_JOURNAL_FSYNC_MS={interval:<4} full speed: {fast.per_second:>8,.0f} trades/s; "
+                 f"{fast.describe()}")  # fmt: skip
+            emit(f"    at  5,000 trades/s: {fmt_latency(slow.latency)}; {slow.describe()}")
+    if "ab" not in skip and args.ab_src:
+        frames = frames_for(min(args.trades, 300_000), args.contracts, FULL_SPEED_GUESS)
+        others = [str(Path(src).resolve()) for src in args.ab_src.split(",") if src]
+        ratios: dict[str, list[float]] = {other: [] for other in others}
+        for round_ in range(args.ab_pairs):
+            # rotate which goes first, so that a drift in the machine's speed favours none
+            order: list[str | None] = [None, *others]
+            order = order[round_ % len(order) :] + order[: round_ % len(order)]
+            results = {src: trio.run(functools.partial(bridge_run, url, home, frames, src=src)) for src in order}
+            this = results[None]
+            emit(f"A/B round {round_ + 1}: this  {this.per_second:>8,.0f} trades/s ({this.describe()})")
+            for other in others:
+                that = results[other]
+                ratios[other].append(this.per_second / that.per_second)
+                emit(f"    {other}: {that.per_second:>8,.0f} trades/s ({that.describe()});"
+                     f" this / it {ratios[other][-1]:.3f}")  # fmt: skip
+        for other, values in ratios.items():
+            values.sort()
+            emit(f"A/B this / {other}, full speed: median {values[len(values) // 2]:.3f}, "
+                 f"range {values[0]:.3f}-{values[-1]:.3f} over {len(values)} rounds")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -442,6 +530,11 @@ def main() -> None:
     parser.add_argument("--rate-seconds", type=float, default=20, help="seconds at each fixed rate")
     parser.add_argument("--outage-seconds", type=float, default=60)
     parser.add_argument("--batch-sizes", default="1000,5000,20000")
+    parser.add_argument("--fsync-ms", default="1,5,20,100", help="BRIDGE_JOURNAL_FSYNC_MS values to compare")
+    parser.add_argument("--ab-src", help="the ab part: other src/ directories (comma-separated)")
+    parser.add_argument("--ab-env", default="", help="K=V,... settings for the --ab-src bridge's runs")
+    parser.add_argument("--ab-pairs", type=int, default=3, help="rounds in the ab part (each runs every bridge once)")
+    parser.add_argument("--timeline", action="store_true", help="print the outage run's RSS and journal every 2 s")
     parser.add_argument("--contracts", type=int, default=200, help="distinct contracts in the stream")
     parser.add_argument("--skip", default="", help=f"comma-separated parts to leave out: {', '.join(PARTS)}")
     parser.add_argument("--database-url")
@@ -450,6 +543,7 @@ def main() -> None:
     parser.add_argument("--bridge-src", help="run `bridge run` from this src/ directory (another checkout)")
     args = parser.parse_args()
     BRIDGE_ENV.update(pair.split("=", 1) for pair in args.bridge_env.split(",") if pair)
+    AB_ENV.update(pair.split("=", 1) for pair in args.ab_env.split(",") if pair)
     if args.profile:
         PROFILE["dir"] = Path(args.profile).resolve()
         PROFILE["dir"].mkdir(parents=True, exist_ok=True)

@@ -69,8 +69,7 @@ async def soak(url: str, args: argparse.Namespace, home: Path) -> str:
             total_messages=total, resend_on_reconnect=5000, disconnect_every_frames=400, log=sent))  # fmt: skip
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}, "DATABASE_URL": proxied,
                "BRIDGE_CONSOLE_URL": sim, "BRIDGE_CONSOLE_TOKEN": TOKEN, "BRIDGE_HOME": str(home),
-               "BRIDGE_HTTP_PORT": "0", "BRIDGE_LOG_FORMAT": "json", "BRIDGE_SHUTDOWN_GRACE_S": "5",
-               "BRIDGE_BUFFER_MAX_ROWS": "20000"}  # fmt: skip
+               "BRIDGE_HTTP_PORT": "0", "BRIDGE_LOG_FORMAT": "json", "BRIDGE_SHUTDOWN_GRACE_S": "5"}  # fmt: skip
         log = (home / "bridge.log").open("ab")
 
         async def start() -> trio.Process:
