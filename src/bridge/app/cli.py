@@ -25,11 +25,13 @@ from rich.table import Table as RichTable
 
 from bridge.adapters.journal import JournalLocked, JournalUnusable
 from bridge.adapters.postgres.conninfo import redact_conninfo
+from bridge.adapters.postgres.leases import open_leases
 from bridge.adapters.postgres.migrations import DatabaseUnreachable, MigrationError, migrate, pending
 from bridge.adapters.postgres.repository import PostgresRepository, open_repository
 from bridge.adapters.recording import InvalidRecordingLine, RecordingWriter, read_recording
 from bridge.adapters.replay import ReplayFeed
 from bridge.app.database import EmbeddedDatabaseFailed, open_database
+from bridge.app.leases import LeaseCoordinator, LeaseTiming
 from bridge.app.pipeline import run_bridge
 from bridge.app.registry import FEEDS, build_feed, build_normalizers
 from bridge.app.runtime import tune_garbage_collector
@@ -152,8 +154,15 @@ def run() -> None:
     if problems:
         fail(str(SettingsError(problems)), EXIT_CONFIG)
     stats = PipelineStats()
-    with repository_for(settings, require_reachable=False) as repository:
-        log.info("bridge starting", feeds=feeds, journal=str(settings.effective_journal_dir))
+    with (
+        open_database(settings.database_url, settings.home) as url,
+        open_repository(url, pool_mode=settings.db_pool_mode, require_reachable=False) as repository,
+        open_leases(url, pool_mode=settings.db_pool_mode) as lease_store,
+    ):
+        require_migrated(url)
+        log.info("bridge starting", feeds=feeds, journal=str(settings.effective_journal_dir),
+                 instance=settings.instance_id, lease_ttl_s=settings.lease_ttl_s)  # fmt: skip
+        leases = LeaseCoordinator(lease_store, settings.instance_id, feeds, LeaseTiming(settings.lease_ttl_s), stats)
         tune_garbage_collector()
         flushed = trio.run(
             functools.partial(
@@ -166,6 +175,7 @@ def run() -> None:
                 http_port=settings.http_port,
                 http_host=settings.http_host,
                 clock=utc_now,
+                leases=leases,
             )
         )
     log.info("bridge stopped", frames=stats.total_frames, rows_written=stats.total_rows_written, flushed=flushed)

@@ -19,6 +19,7 @@ from bridge.adapters.http import HttpBindError, serve_http
 from bridge.adapters.journal import JournalConfig
 from bridge.adapters.recording import RecordingWriter
 from bridge.app.health import http_routes
+from bridge.app.leases import LeaseCoordinator
 from bridge.app.pipeline import FrameTap, PipelineConfig, run_bridge
 from bridge.app.stats import FeedState, PipelineStats
 from bridge.app.supervisor import run_supervised
@@ -115,8 +116,12 @@ async def serve_until_signalled(
     http_host: str = "0.0.0.0",
     tap: FrameTap | None = None,
     clock: Clock = utc_now,
+    leases: LeaseCoordinator | None = None,
 ) -> bool:
-    """``bridge run``: the pipeline and its HTTP endpoints until SIGTERM/SIGINT; True when all was flushed."""
+    """``bridge run``: the pipeline and its HTTP endpoints until SIGTERM/SIGINT; True when all was flushed.
+
+    With ``leases`` each feed runs only while this replica holds its lease (``bridge.app.leases``).
+    """
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             if http_port:
@@ -131,7 +136,7 @@ async def serve_until_signalled(
                         raise HttpPortUnavailable(http_host, http_port, exc.strerror or str(exc)) from None
                     raise
             flushed = await run_bridge(
-                feeds, repository, normalizers, config, stats, clock, signal_waiter(signals), tap=tap
+                feeds, repository, normalizers, config, stats, clock, signal_waiter(signals), tap=tap, leases=leases
             )
             nursery.cancel_scope.cancel()
         return flushed
