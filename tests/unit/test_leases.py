@@ -255,7 +255,7 @@ async def test_a_lone_replica_takes_its_lease_after_one_heartbeat_and_keeps_it(
         nursery.cancel_scope.cancel()
     assert cluster.reads.violations == []
     reads = cluster.reads.by("a", "console")
-    assert TIMING.poll_s <= reads[0] <= TIMING.poll_s + 0.2  # one poll after its first heartbeat
+    assert TIMING.settle_s <= reads[0] <= TIMING.settle_s + 0.2  # a short settle after its first heartbeat
     assert len(reads) > 1000
     assert {row.fencing for key, row in cluster.db.rows.items() if key.startswith(FEED_PREFIX)} == {1}
     # renewed every T/3: about 60 / 1 renewals per feed, and never more than needed
@@ -352,7 +352,9 @@ async def test_a_lease_taken_from_under_the_holder_stops_it_at_the_next_renewal(
         await trio.sleep(TTL)
         nursery.cancel_scope.cancel()
     assert cluster.reads.violations == []
-    assert max(cluster.reads.by("a", "console")) <= taken_at + TIMING.renew_every_s + 0.05
+    stolen_until = row.expires_at  # then the operator's row expires, and a takes the lease again
+    late = [at for at in cluster.reads.by("a", "console") if taken_at + TIMING.renew_every_s + 0.05 < at < stolen_until]
+    assert late == []
     assert [(feed, reason) for feed, reason, _ in cluster.gaps.stops] == [("console", LEASE_LOST)]
 
 

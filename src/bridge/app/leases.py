@@ -87,6 +87,11 @@ class LeaseTiming:
         return self.ttl_s / 5
 
     @property
+    def settle_s(self) -> float:
+        """How long after its first heartbeat a starting replica waits before it takes a lease."""
+        return min(self.poll_s, 0.5)
+
+    @property
     def call_timeout_s(self) -> float:
         return self.ttl_s / 4
 
@@ -126,7 +131,7 @@ class LeaseCoordinator:
     gaps: GapRecorder | None = None
     live_instances: int = 1
     held: dict[str, Lease] = attrs.Factory(dict)
-    _acquiring: int = 0
+    _acquiring: trio.Lock = attrs.Factory(trio.Lock)
     _settled: trio.Event = attrs.Factory(trio.Event)
 
     @property
@@ -145,9 +150,12 @@ class LeaseCoordinator:
                         self.live_instances = await self.store.heartbeat(self.instance, self.timing.ttl_s)
                 except _STORE_ERRORS as exc:
                     log.warning("lease heartbeat failed", error=str(exc) or type(exc).__name__)
+                if not self._settled.is_set():
+                    # replicas started together see each other before taking leases (no handover churn at
+                    # start); short, because a lone replica's feeds are blind meanwhile
+                    await trio.sleep(self.timing.settle_s)
+                    self._settled.set()
                 await trio.sleep(self.timing.poll_s)
-                # after a first beat, replicas started together have seen each other: leases may be taken
-                self._settled.set()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(self.timing.call_timeout_s):
                 try:
@@ -173,23 +181,23 @@ class LeaseCoordinator:
     async def _acquire(self, feed: str) -> Lease:
         await self._settled.wait()
         while True:
-            if len(self.held) + self._acquiring < self.limit:
-                self._acquiring += 1
-                try:
-                    sent_at = trio.current_time()
-                    with trio.fail_after(self.timing.call_timeout_s):
-                        fencing = await self.store.acquire(FEED_PREFIX + feed, self.instance, self.timing.ttl_s)
-                except _STORE_ERRORS as exc:
-                    log.debug("lease acquisition failed", feed=feed, error=str(exc) or type(exc).__name__)
-                    fencing = None
-                finally:
-                    self._acquiring -= 1
-                if fencing is not None:
-                    lease = Lease(feed, fencing, self.timing.deadline(sent_at), sent_at)
-                    self.held[feed] = lease
-                    self.stats.lease_held[feed] = True
-                    log.info("lease acquired", feed=feed, fencing=fencing, instance=self.instance)
-                    return lease
+            # one attempt at a time, in turn (the lock is fair): the limit is checked with nothing in flight,
+            # and no feed's attempts are starved by another's in step with them
+            async with self._acquiring:
+                if len(self.held) < self.limit:
+                    try:
+                        sent_at = trio.current_time()
+                        with trio.fail_after(self.timing.call_timeout_s):
+                            fencing = await self.store.acquire(FEED_PREFIX + feed, self.instance, self.timing.ttl_s)
+                    except _STORE_ERRORS as exc:
+                        log.debug("lease acquisition failed", feed=feed, error=str(exc) or type(exc).__name__)
+                        fencing = None
+                    if fencing is not None:
+                        lease = Lease(feed, fencing, self.timing.deadline(sent_at), sent_at)
+                        self.held[feed] = lease
+                        self.stats.lease_held[feed] = True
+                        log.info("lease acquired", feed=feed, fencing=fencing, instance=self.instance)
+                        return lease
             await trio.sleep(self.timing.poll_s)
 
     async def _hold(self, lease: Lease, run: LeasedRun) -> str:
