@@ -315,6 +315,14 @@ async def test_a_frozen_holder_stops_reading_and_reads_nothing_once_resumed(data
         assert stream.doubles == []
         assert stream.dropped_unresponsive == 1
     assert_exactly_what_was_journaled(h)
+    # the gap ledger: a's lost lease is a row, closed once a saw the lease held by b
+    with psycopg.connect(database_url) as connection:
+        gaps = connection.execute(
+            "select instance_id, extract(epoch from started_at), extract(epoch from ended_at) from bridge_feed_gaps"
+            " where feed = 'console' and reason = 'lease lost'"
+        ).fetchall()
+    assert [(instance, ended is not None) for instance, _, ended in gaps] == [("a", True)]
+    assert resumed_at <= float(gaps[0][1]) <= float(gaps[0][2]) <= resumed_at + 2 * TTL_S
 
 
 async def test_sigterm_releases_the_lease_as_soon_as_the_feed_stops(database_url: str, tmp_path: Path) -> None:

@@ -133,13 +133,37 @@ class Replica:
 
         await self._call(run)
 
+    async def holder(self, name: str) -> str | None:
+        return await self._call(lambda: self.db.holder(name))  # type: ignore[return-value]
+
 
 @attrs.define
 class Gaps:
+    """The gap ledger: every replica's stops and closes in one list; open gaps are each replica's own."""
+
     stops: list[tuple[str, str, float]] = attrs.Factory(list)
+    closed: list[tuple[str, float]] = attrs.Factory(list)
+    opened: dict[tuple[str, str], float] = attrs.Factory(dict)
+
+    def of(self, replica: str) -> ReplicaGaps:
+        return ReplicaGaps(self, replica)
+
+
+@attrs.frozen
+class ReplicaGaps:
+    ledger: Gaps
+    replica: str
 
     def stopped(self, feed: str, reason: str) -> None:
-        self.stops.append((feed, reason, trio.current_time()))
+        self.ledger.stops.append((feed, reason, trio.current_time()))
+        self.ledger.opened.setdefault((self.replica, feed), trio.current_time())
+
+    def receiving(self, feed: str) -> None:
+        if self.ledger.opened.pop((self.replica, feed), None) is not None:
+            self.ledger.closed.append((feed, trio.current_time()))
+
+    def open_gaps(self) -> dict[str, float]:
+        return {feed: at for (replica, feed), at in self.ledger.opened.items() if replica == self.replica}
 
 
 @attrs.define
@@ -206,7 +230,7 @@ class Cluster:
 
     async def start(self, nursery: trio.Nursery, name: str, **replica: object) -> Replica:
         view = Replica(self.db, name, **replica)  # type: ignore[arg-type]
-        coordinator = LeaseCoordinator(view, name, self.feeds, TIMING, PipelineStats(), self.gaps)
+        coordinator = LeaseCoordinator(view, name, self.feeds, TIMING, PipelineStats(), self.gaps.of(name))
         self.replicas[name], self.coordinators[name] = view, coordinator
         scope = self.scopes[name] = trio.CancelScope()
 
@@ -395,9 +419,14 @@ async def test_feeds_spread_over_the_replicas_and_a_dead_ones_are_taken_over(
         held = cluster.held()
         assert sorted(map(len, held.values())) == [1, 2, 2]
         assert set().union(*held.values()) == set(feeds)
-        assert (
-            len([reason for _, reason, _ in cluster.gaps.stops if reason == LEASE_HANDED_OVER]) == 3
-        )  # 5→3+2, then 3+2→2+2+1: each handover is a ledger row
+        handovers = [(feed, at) for feed, reason, at in cluster.gaps.stops if reason == LEASE_HANDED_OVER]
+        assert len(handovers) == 3  # 5→3+2, then 3+2→2+2+1: each handover is a ledger row...
+        assert cluster.gaps.opened == {}  # ...closed once the replica that gave it up sees it held elsewhere
+        for feed, at in handovers:
+            first = min(t for who, what, t in cluster.reads.log if what == feed and t > at)
+            closes = [t for what, t in cluster.gaps.closed if what == feed and t >= at]
+            assert closes, (feed, at, handovers, cluster.gaps.closed, cluster.gaps.stops)
+            assert first - TIMING.poll_s <= closes[0] <= first + TIMING.poll_s + 0.01
         victim = max(held, key=lambda name: len(held[name]))
         cluster.kill(victim)
         await trio.sleep(2 * TTL)

@@ -245,6 +245,8 @@ class Journal:
     paused: str | None = None
     new_feed: Callable[[str], None] | None = None
     """Called when a feed's log is created (the pipeline starts its normalizer)."""
+    on_pause: Callable[[str | None], None] | None = None
+    """Called with the reason when the feeds stop reading, with ``None`` when they read again (the gap ledger)."""
     total_bytes: int = 0
     """Segment bytes on disk plus buffered ones."""
     _resumed: trio.Event = attrs.Factory(trio.Event)
@@ -406,6 +408,26 @@ class Journal:
         feed_log.notify()
         await trio.lowlevel.checkpoint()
 
+    def append_nowait(self, frame: ReceivedFrame) -> None:
+        """Journal a record the bridge makes itself (a gap event), past the budget: they are few and small,
+        and the one saying the journal is full must get in."""
+        feed_log = self.log_of(frame.feed)
+        seq = feed_log.next_seq
+        feed_log.next_seq += 1
+        if self.durable:
+            encoded = encode_record(seq, frame)
+            if not feed_log.buffer:
+                feed_log.buffered_first_seq = seq
+            feed_log.buffer += encoded
+            feed_log.buffered_last_seq = seq
+            self.total_bytes += len(encoded)
+            self._data.set()
+        if feed_log.memory_mode:
+            record = Record(seq, frame)
+            feed_log.tail.append(record)
+            feed_log.tail_bytes += record.nbytes
+        feed_log.notify()
+
     def _tail_has_room(self, feed_log: FeedLog) -> bool:
         return feed_log.tail_bytes < self.config.memory_tail_bytes
 
@@ -413,6 +435,9 @@ class Journal:
         if self.paused is None:
             log.warning("feeds stop reading: the journal cannot take more", reason=reason)
             self._resumed = trio.Event()
+            self.paused = reason
+            if self.on_pause is not None:
+                self.on_pause(reason)
         self.paused = reason
         self.stats.journal_paused = reason
 
@@ -422,6 +447,8 @@ class Journal:
             self.paused = None
             self.stats.journal_paused = None
             self._resumed.set()
+            if self.on_pause is not None:
+                self.on_pause(None)
 
     # -- reading --------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from bridge.domain.models import (
     BrokerPositionRow,
     BrokerPositionsSnapshot,
     DeadLetter,
+    FeedGapRow,
     NewsEventRow,
     OptionsFlowRow,
     Row,
@@ -35,6 +36,7 @@ class MemoryRepository:
     positions: dict[tuple[AccountRef, str], BrokerPositionRow] = attrs.Factory(dict)
     balances: dict[AccountRef, BrokerBalanceRow] = attrs.Factory(dict)
     dead_letters: dict[object, DeadLetter] = attrs.Factory(dict)
+    feed_gaps: dict[object, FeedGapRow] = attrs.Factory(dict)
     snapshots: dict[AccountRef, datetime] = attrs.Factory(dict)
     #: Every call to ``write``, in order: (table, number of rows).
     calls: list[tuple[Table, int]] = attrs.Factory(list)
@@ -66,6 +68,7 @@ class MemoryRepository:
             Table.BROKER_POSITIONS: len(self.positions),
             Table.BROKER_BALANCES: len(self.balances),
             Table.DEAD_LETTERS: len(self.dead_letters),
+            Table.FEED_GAPS: len(self.feed_gaps),
         }
 
     def _apply(self, row: Row) -> int:
@@ -116,6 +119,16 @@ class MemoryRepository:
                 return 1
             case DeadLetter():
                 return int(self.dead_letters.setdefault(row.id, row) is row)
+            case FeedGapRow():
+                seen = self.feed_gaps.get(row.id)
+                self.feed_gaps[row.id] = row if seen is None else attrs.evolve(
+                    seen,
+                    ended_at=seen.ended_at or row.ended_at,
+                    backfill_status=row.backfill_status or seen.backfill_status,
+                    backfill_rows=row.backfill_rows if row.backfill_rows is not None else seen.backfill_rows,
+                    backfill_detail=row.backfill_detail or seen.backfill_detail,
+                )
+                return 1
         raise DataRejected(f"unsupported row {row!r}")
 
     def _ensure_account(self, account: AccountRef) -> None:

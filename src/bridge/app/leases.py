@@ -15,12 +15,17 @@ may fail before the feed stops); a standby polls every ``T/5``; a replica's hear
 Spread: each replica holds at most ``ceil(F / N)`` of the ``F`` feeds, ``N`` being the live replicas
 (heartbeat rows); one holding more (a replica has just joined) hands its most recent lease over:
 stop the feed, release the lease, and the others take it at their next poll.
+
+The gap ledger: a feed stopped for a lease's reason opens a gap here (``lease handed over``,
+``lease lost``); this replica closes it once it sees the lease held by another replica (within a poll of
+the takeover), which is when the feed is received again, elsewhere. A gap left open by an earlier run of
+this replica (a shutdown, a crash) for a feed another replica now runs closes the same way.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, Protocol
 
 import attrs
@@ -61,11 +66,25 @@ class LeaseStore(Protocol):
         """This replica is stopping: no longer count it."""
         ...
 
+    async def holder(self, name: str) -> str | None:
+        """Who holds ``name`` now, if anyone."""
+        ...
+
 
 class GapRecorder(Protocol):
-    """The gap ledger: a feed stopped receiving, for a reason."""
+    """The gap ledger (``bridge.app.gaps.GapTracker``)."""
 
-    def stopped(self, feed: str, reason: str) -> None: ...
+    def stopped(self, feed: str, reason: str) -> None:
+        """``feed`` stopped receiving: a gap opens."""
+        ...
+
+    def receiving(self, feed: str) -> None:
+        """``feed`` is received again: its open gap, if any, closes."""
+        ...
+
+    def open_gaps(self) -> Mapping[str, object]:
+        """The feeds with an open gap."""
+        ...
 
 
 @attrs.frozen
@@ -132,6 +151,8 @@ class LeaseCoordinator:
     live_instances: int = 1
     held: dict[str, Lease] = attrs.Factory(dict)
     _acquiring: trio.Lock = attrs.Factory(trio.Lock)
+    _gap_open: set[str] = attrs.Factory(set)
+    """Feeds this replica does not run whose gap it has open."""
     _settled: trio.Event = attrs.Factory(trio.Event)
 
     @property
@@ -168,8 +189,11 @@ class LeaseCoordinator:
     async def run_leased(self, feed: str, run: LeasedRun) -> None:
         """Forever: wait for ``feed``'s lease, run the feed while it is held, give the lease back."""
         self.stats.lease_held[feed] = False
+        if self.gaps is not None and feed in self.gaps.open_gaps():
+            self._gap_open.add(feed)
         while True:
             lease = await self._acquire(feed)
+            self._gap_open.discard(feed)  # this replica runs it: the pipeline closes the gap once it receives
             outcome: str | None = None  # stays None if this replica is stopping (cancelled): not a lease's gap
             try:
                 outcome = await self._hold(lease, run)
@@ -198,7 +222,25 @@ class LeaseCoordinator:
                         self.stats.lease_held[feed] = True
                         log.info("lease acquired", feed=feed, fencing=fencing, instance=self.instance)
                         return lease
+                    await self._close_gap_if_taken(feed, held_elsewhere=True)
+                else:
+                    await self._close_gap_if_taken(feed)
             await trio.sleep(self.timing.poll_s)
+
+    async def _close_gap_if_taken(self, feed: str, *, held_elsewhere: bool = False) -> None:
+        """A gap this replica has open for a feed another replica now holds ends: the feed is received there."""
+        if feed not in self._gap_open or self.gaps is None:
+            return
+        if not held_elsewhere:
+            try:
+                with trio.fail_after(self.timing.call_timeout_s):
+                    holder = await self.store.holder(FEED_PREFIX + feed)
+            except _STORE_ERRORS:
+                return
+            held_elsewhere = holder is not None and holder != self.instance
+        if held_elsewhere:
+            self._gap_open.discard(feed)
+            self.gaps.receiving(feed)
 
     async def _hold(self, lease: Lease, run: LeasedRun) -> str:
         """Run the feed until the lease ends (lost, handed over) or the feed finishes; say which."""
@@ -252,11 +294,12 @@ class LeaseCoordinator:
         feed = lease.feed
         self.held.pop(feed, None)
         self.stats.lease_held[feed] = False
-        self.stats.feed_state.pop(feed, None)  # a feed this replica does not run is not its to report
         if outcome in (LEASE_LOST, LEASE_HANDED_OVER):
+            self.stats.feed_state.pop(feed, None)  # a feed this replica does not run is not its to report
             log.warning("feed stopped", feed=feed, reason=outcome, instance=self.instance)
             if self.gaps is not None:
                 self.gaps.stopped(feed, outcome)
+                self._gap_open.add(feed)
         with trio.CancelScope(shield=True), trio.move_on_after(self.timing.call_timeout_s):
             try:
                 await self.store.release(FEED_PREFIX + feed, self.instance, lease.fencing)

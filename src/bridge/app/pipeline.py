@@ -24,11 +24,13 @@ import attrs
 import trio
 
 from bridge.adapters.journal import DamagedRecord, FeedLog, Journal, JournalConfig, Record, open_journal
+from bridge.app.gaps import GapTracker
 from bridge.app.leases import Lease, LeaseCoordinator
 from bridge.app.stats import FeedState, PipelineStats
 from bridge.app.supervisor import supervise_feed
 from bridge.app.writer import ByteBudget, DeadLetterSender, Delivery, TableWriter
 from bridge.domain.frames import dead_letter, normalize_totally, unexpected
+from bridge.domain.gaps import GAPS_FEED, normalize_gap_frame
 from bridge.domain.ids import stable_id
 from bridge.domain.models import DATA_TABLES, DeadLetter, Normalized, ReceivedFrame, Row, Table
 from bridge.domain.policies import BackoffPolicy, BatchPolicy
@@ -60,6 +62,8 @@ class PipelineConfig:
     """False only for in-memory fakes, so tests on trio's virtual clock stay deterministic."""
     journal: JournalConfig = JournalConfig(directory=None)
     writer_retry_alert_s: float = 30.0
+    instance_id: str | None = None
+    """This replica's name in the gap ledger (``BRIDGE_INSTANCE_ID``)."""
 
 
 @attrs.define
@@ -75,6 +79,7 @@ class Pipeline:
     max_frame_bytes: int = 16 * MIB
     draining: trio.Event = attrs.Factory(trio.Event)
     """Set once no more frames will come (shutdown, or every feed finished): writers stop lingering."""
+    gaps: GapTracker | None = None
     abandoned: bool = False
     """Leave what is not committed in the journal at exit instead of waiting for it."""
 
@@ -83,6 +88,22 @@ class Pipeline:
     def connected(self, feed: str) -> None:
         self.stats.feed_state[feed] = FeedState.CONNECTED
         self.stats.feeds_ever_connected.add(feed)
+        if self.gaps is not None and self.journal.paused is None:
+            self.gaps.receiving(feed)
+
+    def feed_stopped(self, feed: str, reason: str) -> None:
+        """``feed`` stopped receiving (its connection failed, it is being stopped): a gap opens."""
+        if self.gaps is not None:
+            self.gaps.stopped(feed, reason)
+
+    def _journal_paused(self, reason: str | None) -> None:
+        if self.gaps is None:
+            return
+        for feed, state in self.stats.feed_state.items():
+            if reason is not None:
+                self.gaps.stopped(feed, reason)
+            elif state is FeedState.CONNECTED:
+                self.gaps.receiving(feed)
 
     async def emit(self, frame: ReceivedFrame) -> None:
         """Journal one received frame (waiting only while the journal is full)."""
@@ -219,13 +240,19 @@ async def open_pipeline(
     journal for the next start.
     """
     async with open_journal(config.journal, stats, clock) as journal, trio.open_nursery() as nursery:
-        stores = {table: repository.store(table) for table in (*DATA_TABLES, Table.DEAD_LETTERS)}
+        stores = {table: repository.store(table) for table in (*DATA_TABLES, Table.DEAD_LETTERS, Table.FEED_GAPS)}
         channels: dict[Table, trio.MemorySendChannel[Delivery]] = {}
         receivers: dict[Table, trio.MemoryReceiveChannel[Delivery]] = {}
         budgets = {table: ByteBudget(config.channel_max_bytes) for table in stores}
         for table in stores:
             channels[table], receivers[table] = trio.open_memory_channel[Delivery](config.channel_capacity)
-        pipeline = Pipeline(journal, normalizers, stores, channels, budgets, stats, clock, tap, config.max_frame_bytes)
+        gaps = GapTracker(journal, stats, clock, config.instance_id)
+        gaps.load()
+        normalizers = {**normalizers, GAPS_FEED: normalize_gap_frame}
+        pipeline = Pipeline(
+            journal, normalizers, stores, channels, budgets, stats, clock, tap, config.max_frame_bytes, gaps=gaps
+        )
+        journal.on_pause = pipeline._journal_paused
         dead_letters = DeadLetterSender(
             channels[Table.DEAD_LETTERS], stores[Table.DEAD_LETTERS], budgets[Table.DEAD_LETTERS], pipeline.more
         )
@@ -272,6 +299,7 @@ async def run_feeds(
     """
     async with trio.open_nursery() as beating:
         if leases is not None:
+            leases.gaps = pipeline.gaps  # the ledger lives with the pipeline: lease stops are its rows too
             beating.start_soon(leases.serve_heartbeat, name="leases:heartbeat")
         async with trio.open_nursery() as nursery:
             for feed in feeds:
@@ -283,6 +311,7 @@ async def run_feeds(
                     restart,
                     pipeline.stats,
                     restart_when_finished=not feed.finite,
+                    on_stopped=pipeline.feed_stopped,
                 )
                 if leases is None:
                     nursery.start_soon(supervise, name=f"feed:{feed.name}")
@@ -333,8 +362,11 @@ async def run_bridge(
             with feeds_scope:
                 await run_feeds(feeds, pipeline, config.feed_restart, leases)
             for feed in feeds:
+                if leases is not None and feed.name not in stats.feed_state:
+                    continue  # a standby's feed: another replica runs it, this stop is no gap of it
                 if stats.feed_state.get(feed.name) != FeedState.FINISHED:
                     stats.feed_state[feed.name] = FeedState.STOPPED
+                    pipeline.feed_stopped(feed.name, "shutdown")
             pipeline.draining.set()
             with drain_scope:
                 await pipeline.journal.wait_done()

@@ -67,6 +67,7 @@ def pipeline_config(settings: Settings, *, durable: bool = True) -> PipelineConf
         shutdown_grace_s=settings.shutdown_grace_s,
         max_frame_bytes=settings.max_frame_bytes,
         options_flow_writers=settings.options_flow_writers,
+        instance_id=settings.instance_id,
         journal=JournalConfig(
             directory=settings.effective_journal_dir if durable else None,
             max_bytes=settings.journal_max_bytes,

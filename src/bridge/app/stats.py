@@ -96,7 +96,7 @@ class PipelineStats:
     """(feed, kind) → when that credential expires (UTC); kind is ``access`` or ``refresh``."""
     credential_problems: dict[str, str] = attrs.Factory(dict)
     """feed → why its credentials fail or are about to (a refresh that failed, a refresh token near expiry)."""
-    blind_seconds: Counter[str] = attrs.Factory(Counter)
+    blind_seconds: defaultdict[str, float] = attrs.Factory(lambda: defaultdict(float))
     """feed → seconds during which it was not receiving (closed gaps)."""
     journal_bytes: int = 0
     """Bytes of journal segments on disk."""

@@ -93,11 +93,12 @@ async def supervise_feed(
     restart_when_finished: bool = True,
     rng: Callable[[], float] = random.random,
     lease_valid: Callable[[], bool] | None = None,
+    on_stopped: Callable[[str, str], None] | None = None,
 ) -> None:
     """Run ``run(sink)`` forever (or until it finishes, for finite sources), restarting it on failure.
 
     ``lease_valid``: whether this process may still read the feed (see the module's docstring).
-    """
+    ``on_stopped(name, reason)`` is told each time the feed stops receiving (the gap ledger)."""
     failures = 0
     while True:
         stats.feed_state[name] = FeedState.STARTING
@@ -118,6 +119,8 @@ async def supervise_feed(
             error = REDACTOR.redact(f"{type(exc).__name__}: {exc}")
             stats.feed_last_error[name] = error
             log.warning("feed failed", feed=name, error=error)
+            if on_stopped is not None:
+                on_stopped(name, error)
             if isinstance(exc, RetryLater):
                 retry_after_s = exc.retry_after_s
         else:
@@ -125,6 +128,8 @@ async def supervise_feed(
                 stats.feed_state[name] = FeedState.FINISHED
                 return
             log.info("feed stream ended; reconnecting", feed=name)
+            if on_stopped is not None:
+                on_stopped(name, "the stream ended")
         outcome = _outcome(attempt, retry_after_s)
         failures, delay = backoff.after(failures, outcome, rng)
         stats.feed_state[name] = FeedState.BACKOFF

@@ -40,6 +40,7 @@ class Table(enum.StrEnum):
     BROKER_POSITIONS = "broker_positions"
     BROKER_BALANCES = "broker_balances"
     DEAD_LETTERS = "bridge_dead_letters"
+    FEED_GAPS = "bridge_feed_gaps"
 
 
 DATA_TABLES: Final = (
@@ -201,6 +202,27 @@ class DeadLetter:
     table: ClassVar[Table] = Table.DEAD_LETTERS
 
 
+@attrs.frozen
+class FeedGapRow:
+    """An interval in which a feed was not receiving, as the gap ledger records it.
+
+    A gap is written when it opens and again when it closes or is backfilled, always under the same id;
+    the repository merges the writes (a field once set is kept), so the order they land in does not matter.
+    """
+
+    id: UUID
+    feed: str
+    started_at: datetime
+    reason: str
+    ended_at: datetime | None = None
+    instance_id: str | None = None
+    backfill_status: str | None = None
+    backfill_rows: int | None = None
+    backfill_detail: str | None = None
+
+    table: ClassVar[Table] = Table.FEED_GAPS
+
+
 Row: TypeAlias = (
     OptionsFlowRow
     | NewsEventRow
@@ -209,6 +231,7 @@ Row: TypeAlias = (
     | BrokerPositionsSnapshot
     | BrokerBalanceRow
     | DeadLetter
+    | FeedGapRow
 )
 
 
@@ -233,6 +256,7 @@ ROW_CLASSES: Final[dict[str, type[Row]]] = {
         BrokerPositionsSnapshot,
         BrokerBalanceRow,
         DeadLetter,
+        FeedGapRow,
     )
 }
-"""Every row class by name (decoding spooled batches)."""
+"""Every row class by name."""

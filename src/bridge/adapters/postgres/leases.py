@@ -69,6 +69,8 @@ select 1 + count(*) from public.bridge_leases
 """This replica's heartbeat and the number of live replicas, itself included, in one statement (the
 query sees the table as it was before the insert, so the others are counted and this one added)."""
 
+_HOLDER: Final = "select holder from public.bridge_leases where name = %(name)s and expires_at > now()"
+
 _LEAVE: Final = "delete from public.bridge_leases where name = %(name)s and holder = %(holder)s"
 
 STATEMENT_TIMEOUT_MS: Final = 2_000
@@ -105,6 +107,10 @@ class PostgresLeases:
 
     async def leave(self, instance: str) -> None:
         await self._run(_LEAVE, {"name": INSTANCE_PREFIX + instance, "holder": instance}, fetch=False)
+
+    async def holder(self, name: str) -> str | None:
+        row = await self._run(_HOLDER, {"name": name})
+        return None if row is None else str(row[0])
 
     async def _run(self, statement: str, params: dict[str, Any], *, fetch: bool = True) -> tuple[Any, ...] | None:
         # abandon_on_cancel: a caller that gives up on a hung statement is not held by it (the thread

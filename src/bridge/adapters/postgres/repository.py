@@ -37,6 +37,7 @@ from bridge.domain.models import (
     BrokerPositionRow,
     BrokerPositionsSnapshot,
     DeadLetter,
+    FeedGapRow,
     JsonObject,
     NewsEventRow,
     OptionsFlowRow,
@@ -94,6 +95,7 @@ _SCHEMA_ERRORS: Final = (
 # QueryCanceled), admin shutdown, serialization failures and deadlocks (all OperationalError), a pool
 # with no free connection in time, a socket error.
 _TRANSIENT_ERRORS: Final = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, OSError)
+_GAP_TYPES: Final = ("uuid", "text", "timestamptz", "timestamptz", "text", "text", "text", "int4", "text")
 STATEMENT_TIMEOUT_MS: Final = 60_000
 """No statement of a batch may run longer: a hung database becomes a retried batch, not a stuck writer."""
 
@@ -235,6 +237,7 @@ class PostgresRepository:
             Table.BROKER_POSITIONS: self._write_positions,
             Table.BROKER_BALANCES: self._write_balances,
             Table.DEAD_LETTERS: self._write_dead_letters,
+            Table.FEED_GAPS: self._write_feed_gaps,
         }
 
     def store(self, table: Table) -> PostgresTableStore:
@@ -520,6 +523,25 @@ class PostgresRepository:
         )
         return cursor.rowcount, found
 
+    # -- the gap ledger ----------------------------------------------------------------------------
+
+    def _write_feed_gaps(self, cursor: Cursor, rows: Sequence[FeedGapRow]) -> tuple[int, dict[AccountRef, UUID]]:
+        merged = _merge_gaps(rows)
+        values = [(r.id, r.feed, r.started_at, r.ended_at, r.reason, r.instance_id, r.backfill_status,
+                   r.backfill_rows, r.backfill_detail) for r in merged]  # fmt: skip
+        cursor.execute(
+            "insert into public.bridge_feed_gaps as g (id, feed, started_at, ended_at, reason, instance_id,"
+            " backfill_status, backfill_rows, backfill_detail)"
+            f" select * from {_unnest(_GAP_TYPES)}"
+            " on conflict (id) do update set ended_at = coalesce(g.ended_at, excluded.ended_at),"
+            " instance_id = coalesce(g.instance_id, excluded.instance_id),"
+            " backfill_status = coalesce(excluded.backfill_status, g.backfill_status),"
+            " backfill_rows = coalesce(excluded.backfill_rows, g.backfill_rows),"
+            " backfill_detail = coalesce(excluded.backfill_detail, g.backfill_detail)",
+            _columns(values, 9),
+        )
+        return cursor.rowcount, {}
+
     # -- dead letters ----------------------------------------------------------------------------------
 
     def _write_dead_letters(self, cursor: Cursor, rows: Sequence[DeadLetter]) -> tuple[int, dict[AccountRef, UUID]]:
@@ -567,6 +589,22 @@ class PostgresTableStore:
         if payload is None and self.table is Table.OPTIONS_FLOW and self.repository.use_copy:
             payload = _options_flow_copy_data(rows)  # type: ignore[arg-type]
         return self.repository.commit(self.table, rows, payload)
+
+
+def _merge_gaps(rows: Sequence[FeedGapRow]) -> list[FeedGapRow]:
+    """One row per gap id: a field set by any of its writes is kept (a gap's writes only ever add)."""
+    merged: dict[UUID, FeedGapRow] = {}
+    for row in rows:
+        known = merged.get(row.id)
+        merged[row.id] = row if known is None else attrs.evolve(
+            known,
+            ended_at=known.ended_at or row.ended_at,
+            instance_id=known.instance_id or row.instance_id,
+            backfill_status=row.backfill_status or known.backfill_status,
+            backfill_rows=row.backfill_rows if row.backfill_rows is not None else known.backfill_rows,
+            backfill_detail=row.backfill_detail or known.backfill_detail,
+        )
+    return list(merged.values())
 
 
 def _first_line(exc: BaseException) -> str:
