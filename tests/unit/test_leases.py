@@ -459,3 +459,10 @@ async def test_the_sink_passes_nothing_on_past_the_lease_deadline(autojump_clock
         await sink.emit(ReceivedFrame("console", T0, "2"))
     assert waited.cancelled_caught
     assert [frame.text for frame in passed] == ["1"]
+
+
+def test_the_default_timing() -> None:
+    timing = LeaseTiming(10.0)
+    assert (timing.renew_every_s, timing.margin_s, timing.poll_s, timing.settle_s) == (10 / 3, 2.5, 1.0, 0.5)
+    assert timing.deadline(100.0) == 107.5  # sent at 100: the database's expiry is at 110 or later
+    assert LeaseTiming(2.0).poll_s == 0.4

@@ -10,7 +10,8 @@ frozen (SIGSTOP, a long GC pause, a stalled VM) and then resumed finds the deadl
 frame it receives after that reaches the journal, even before the cancellation has been delivered.
 
 Timing, for a TTL ``T``: renew every ``T/3``; local deadline ``T/4`` before expiry (so two renewals
-may fail before the feed stops); a standby polls every ``T/5``; a replica's heartbeat row lives ``T``.
+may fail before the feed stops); a standby polls every ``T/5`` (at most 1 s); a replica's heartbeat row
+lives ``T``. docs/leases.md has the protocol and the numbers.
 
 Spread: each replica holds at most ``ceil(F / N)`` of the ``F`` feeds, ``N`` being the live replicas
 (heartbeat rows); one holding more (a replica has just joined) hands its most recent lease over:
@@ -102,8 +103,9 @@ class LeaseTiming:
 
     @property
     def poll_s(self) -> float:
-        """How often a standby tries to take a lease, and a replica beats its heartbeat."""
-        return self.ttl_s / 5
+        """How often a standby tries to take a lease, and a replica beats its heartbeat: ``T/5``, at most
+        1 s, so a lease released on SIGTERM is taken within a second whatever the TTL."""
+        return min(self.ttl_s / 5, 1.0)
 
     @property
     def settle_s(self) -> float:
