@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,13 +12,17 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import orjson
 import psycopg
 import trio
 
+from bridge.adapters.embedded import open_embedded_postgres
 from bridge.adapters.simulator.console import SentLog, serve_console_simulator
+from bridge.app.registry import FEEDS
+from bridge.domain.models import DATA_TABLES
 from tests.integration.test_pipeline_postgres import good_frames, write_recording
 
 BRIDGE = [sys.executable, "-m", "bridge"]
@@ -156,16 +161,55 @@ async def test_record_writes_the_recording_format(tmp_path: Path) -> None:
     assert entries[0]["at"].endswith("Z")
 
 
-def test_demo_runs_end_to_end_on_the_embedded_default(tmp_path: Path) -> None:
-    result = bridge("demo", "--duration", "3", "--rate", "3000",
-                    env=clean_env(BRIDGE_HOME=str(tmp_path / "home"), DATABASE_URL="postgresql://nowhere:1/x"),
+def _number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def test_demo_runs_end_to_end_piped_and_reconciles_every_feed(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    result = bridge("demo", "--duration", "5", "--rate", "3000",
+                    env=clean_env(BRIDGE_HOME=str(home), DATABASE_URL="postgresql://nowhere:1/x"),
                     timeout=120)  # fmt: skip
+    out = result.stdout
     assert result.returncode == 0, result.stderr
-    assert "simulator sent" in result.stdout
-    assert 'bridge query "select' in result.stdout
-    assert (tmp_path / "home" / "pgdata").is_dir()
-    query = bridge("query", "select count(*) > 1000 as plenty from options_flow",
-                   env=clean_env(BRIDGE_HOME=str(tmp_path / "home")))  # fmt: skip
+    assert f"Setting up the embedded PostgreSQL in {home / 'pgdata'} (first start" in out
+    assert (home / "pgdata").is_dir()
+    # piped: plain progress lines while it runs, before the summary
+    progress = re.findall(r"^ +\d+s / 5s: ([\d,]+) frames received", out, re.MULTILINE)
+    assert len(progress) >= 3, out
+    assert out.index("frames received") < out.index("Per feed")
+    # every feed's received frames are accounted for
+    received = re.findall(r"^(\w+): sent ([\d,]+) frame\(s\), ([\d,]+) malformed on purpose.*\n"
+                          r"  received ([\d,]+) = ([\d,]+) became rows \+ ([\d,]+) dead-lettered \+ ([\d,]+) no row"
+                          r" \+ ([\d,]+) left in the journal$", out, re.MULTILINE)  # fmt: skip
+    assert sorted(feed for feed, *_ in received) == sorted(FEEDS), out
+    for feed, sent, malformed, total, rows, dead, none, left in received:
+        assert _number(total) == _number(rows) + _number(dead) + _number(none) + _number(left), feed
+        assert _number(dead) == _number(malformed), feed  # the simulators send nothing else that is bad
+        assert _number(sent) > 0 and _number(total) > 0, feed
+    # the rows each feed made add up to what each table's writer was given
+    made: Counter[str] = Counter()
+    for feed_rows in re.findall(r"^  rows made: (.*)$", out, re.MULTILINE):
+        for table, count in re.findall(r"(\w+) ([\d,]+)(?: of| \(|,|$)", feed_rows):
+            made[table] += _number(count)
+    tables = re.findall(
+        r"^(\w+): ([\d,]+) made → ([\d,]+) committed(.*); ([\d,]+) new or changed"
+        r"(?:; ([\d,]+) repeated what was stored \([^)]*\))?; the table grew by ([\d,]+)",
+        out,
+        re.MULTILINE,
+    )
+    assert sorted(table for table, *_ in tables) == sorted(str(t) for t in DATA_TABLES), out
+    with open_embedded_postgres(home) as url, psycopg.connect(url) as connection:
+        for table, total, committed, _, written, repeated, grew in tables:
+            assert made[table] == _number(total), table
+            assert _number(committed) == _number(total), table  # nothing refused, nothing left at stop
+            assert _number(committed) == _number(written) + _number(repeated or "0"), table
+            stored = connection.execute(f"select count(*) from {table}").fetchone()
+            assert stored == (_number(grew),), table  # a fresh BRIDGE_HOME: the table is what it grew by
+    assert "Next:" in out and f"delete BRIDGE_HOME (rm -rf {home})" in out
+    assert "bridge simulate polygon" in out and "DATABASE_URL" in out.split("Next:")[1]
+    assert 'bridge query "select' in out
+    query = bridge("query", "select count(*) > 1000 as plenty from options_flow", env=clean_env(BRIDGE_HOME=str(home)))
     assert query.returncode == 0, query.stderr
     assert "True" in query.stdout
 
@@ -196,7 +240,9 @@ async def test_no_credential_reaches_any_log_line(tmp_path: Path, database_url: 
     output = tmp_path / "bridge.log"
     with output.open("wb") as log_file:
         process = await trio.lowlevel.open_process([*BRIDGE, "run"], env=env, stdout=log_file, stderr=log_file)
-        await trio.sleep(3)  # long enough to fail to connect and log it
+        with trio.fail_after(30):  # until it has failed to connect and logged it (start-up time varies)
+            while b"feed failed" not in output.read_bytes():
+                await trio.sleep(0.1)
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(30):
             assert await process.wait() == 0
@@ -266,3 +312,47 @@ def test_top_hands_the_metrics_url_and_interval_to_run_top_and_exits_with_its_co
     given = subprocess.run([sys.executable, "-c", program, "top", "--url", "http://h:1/metrics", "--interval", "0.5"],
                            env=env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert (given.returncode, given.stdout) == (3, "http://h:1/metrics 0.5\n"), given.stderr
+
+
+async def test_run_logs_where_it_writes_and_a_progress_line(tmp_path: Path, database_url: str) -> None:
+    """The start line says where rows and frames go (never the password); the progress line follows."""
+    params = psycopg.conninfo.conninfo_to_dict(database_url)
+    with_password = psycopg.conninfo.make_conninfo(**{**params, "password": "start-line-pw-never-logged"})
+    program = (  # `bridge run` itself, with the progress interval shortened from a minute
+        "import sys\n"
+        "import bridge.app.service as service\n"
+        "service.PROGRESS_INTERVAL_S = 0.5\n"
+        "from bridge.app.cli import main\n"
+        "main(['run'])\n"
+    )
+    output = tmp_path / "bridge.log"
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(functools.partial(serve_console_simulator, token="tok-progress",
+                                                    messages_per_second=500, batch_size=10))  # fmt: skip
+        env = clean_env(DATABASE_URL=with_password, BRIDGE_CONSOLE_URL=url, BRIDGE_CONSOLE_TOKEN="tok-progress",
+                        BRIDGE_LOG_FORMAT="json", BRIDGE_HTTP_PORT="0", BRIDGE_DB_POOL_MODE="session",
+                        BRIDGE_HOME=str(tmp_path / "home"))  # fmt: skip
+        with output.open("wb") as log_file:
+            process = await trio.lowlevel.open_process([sys.executable, "-c", program], env=env, stdout=log_file,
+                                                       stderr=log_file)  # fmt: skip
+            with trio.fail_after(60):
+                while '"progress"' not in output.read_text() or "frames/s" not in output.read_text():
+                    await trio.sleep(0.1)
+                process.send_signal(signal.SIGTERM)
+                code = await process.wait()
+        nursery.cancel_scope.cancel()
+    text = output.read_text()
+    assert code == 0, text
+    assert "start-line-pw-never-logged" not in text and "tok-progress" not in text
+    lines = [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]
+    start = next(line for line in lines if line["event"] == "bridge starting")
+    assert start["database"] == (
+        f"host={params['host']} port={params.get('port', 5432)} dbname={params['dbname']}"
+        f" user={params['user']} pool mode=session"
+    )
+    assert start["journal"] == str(tmp_path / "home" / "journal")
+    assert start["feeds"] == ["console"]
+    # the lines before the feed's lease is taken (half a second after start) list no feed
+    progress = [line for line in lines if line["event"] == "progress" and line["feeds"]]
+    assert progress and set(progress[0]["feeds"]) == {"console"}
+    assert {"rows_committed", "commit_p99_s", "dead_letters", "blind_s", "interval_s"} <= set(progress[0])

@@ -54,8 +54,8 @@ def test_an_unusable_bridge_home_is_one_line_naming_it(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_database_is_one_line_with_the_url_and_the_cause() -> None:
-    result = bridge("run", env=clean_env(DATABASE_URL="postgresql://bridge:pw-0f-run@127.0.0.1:1/postgres",
-                                         BRIDGE_CONSOLE_URL="ws://127.0.0.1:9/stream"))  # fmt: skip
+    """For the verbs that need the database now (``bridge run`` journals through an outage instead)."""
+    result = bridge("migrate", env=clean_env(DATABASE_URL="postgresql://bridge:pw-0f-run@127.0.0.1:1/postgres"))
     assert result.returncode == 1
     line = one_line(result.stderr)
     assert line.startswith("bridge: cannot reach the database at postgresql://bridge:***@127.0.0.1:1/postgres: ")
@@ -107,3 +107,25 @@ async def test_recording_with_a_refused_token_gives_up_at_once_with_the_reason(t
     assert "401" in line
     assert "wrong-token" not in line
     assert "recorded" not in result.stdout.decode()
+
+
+async def test_a_second_bridge_on_the_same_journal_refuses_to_start_naming_the_directory(
+    tmp_path: Path, database_url: str
+) -> None:
+    home = tmp_path / "home"
+    env = clean_env(DATABASE_URL=database_url, BRIDGE_CONSOLE_URL="ws://127.0.0.1:9/stream", BRIDGE_HTTP_PORT="0",
+                    BRIDGE_HOME=str(home), BRIDGE_LOG_LEVEL="error")  # fmt: skip
+    first = await trio.lowlevel.open_process([*BRIDGE, "run"], env=env)
+    try:
+        with trio.fail_after(30):
+            while not (home / "journal" / "lock").exists():
+                await trio.sleep(0.05)
+            await trio.sleep(1.0)  # the lock is taken right after the file appears
+        result = await trio.to_thread.run_sync(functools.partial(bridge, "run", env=env))
+        assert result.returncode == 1
+        line = one_line(result.stderr)
+        assert line == (f"bridge: the journal directory {home / 'journal'} is in use by another bridge process;"
+                        " give each process its own BRIDGE_JOURNAL_DIR")  # fmt: skip
+    finally:
+        first.kill()
+        await first.wait()

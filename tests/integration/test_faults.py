@@ -33,7 +33,7 @@ from bridge.app.stats import PipelineStats
 from bridge.domain.models import ReceivedFrame, Table
 from bridge.domain.normalizers.console import normalize_console
 from bridge.domain.policies import BackoffPolicy, BatchPolicy
-from tests.integration.test_cli import clean_env
+from tests.integration.test_cli import clean_env, free_port, http_get
 
 BRIDGE = [sys.executable, "-m", "bridge"]
 TOKEN = "fault-token"
@@ -290,3 +290,34 @@ def _stored_sequences(repository: PostgresRepository) -> set[int]:
     with repository.pool.connection() as connection:
         rows = connection.execute("select (raw->>'sequence')::bigint from options_flow where source = 'dev_console'")
         return {row[0] for row in rows.fetchall() if row[0] is not None}
+
+
+async def test_a_database_down_at_start_is_an_outage_the_bridge_journals_through(
+    database_url: str, tmp_path: Path
+) -> None:
+    """`bridge run` starts with the database unreachable: it journals, is not ready, and catches up exactly."""
+    sent = SentLog()
+    log = tmp_path / "bridge.log"
+    port = free_port()
+    async with proxied(database_url) as (proxy, url), trio.open_nursery() as nursery:
+        proxy.break_connections()
+        sim = await nursery.start(functools.partial(
+            serve_console_simulator, token=TOKEN, messages_per_second=1000, batch_size=20, total_messages=3000,
+            log=sent))  # fmt: skip
+        env = clean_env(DATABASE_URL=url, BRIDGE_CONSOLE_URL=sim, BRIDGE_CONSOLE_TOKEN=TOKEN,
+                        BRIDGE_HTTP_PORT=str(port), BRIDGE_HTTP_HOST="127.0.0.1",
+                        BRIDGE_HOME=str(tmp_path / "home"), BRIDGE_LOG_FORMAT="json")  # fmt: skip
+        process = await run_bridge_process(env, log)
+        await wait_for(lambda: sent.messages_sent >= 1000)
+        assert process.returncode is None  # it did not exit: an outage, not a failure
+        status, body = await http_get(port, "/readyz")
+        assert status == 503 and "database" in body
+        assert count(database_url)[0] == 0
+        proxy.restore()
+        await wait_for(lambda: sent.messages_sent >= 3000)
+        await wait_for(lambda: count(database_url)[0] >= sent.messages_by_table["options_flow"], limit_s=60)
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            assert await process.wait() == 0
+        nursery.cancel_scope.cancel()
+    assert count(database_url) == (sent.messages_by_table["options_flow"],) * 2

@@ -116,6 +116,10 @@ def test_checks(database_url: str) -> None:
     assert constraints(database_url, "c") == {
         ("options_flow", "CHECK ((side = ANY (ARRAY['buy'::text, 'sell'::text, 'unknown'::text])))"),
         ("options_flow", "CHECK ((option_type = ANY (ARRAY['call'::text, 'put'::text])))"),
+        ("bridge_feed_gaps", "CHECK ((backfill_rows >= 0))"),
+        ("bridge_feed_gaps", "CHECK (((ended_at IS NULL) OR (ended_at >= started_at)))"),
+        ("bridge_feed_gaps", "CHECK ((backfill_status = ANY (ARRAY['pending'::text, 'done'::text, 'partial'::text,"
+                             " 'unavailable'::text, 'not_applicable'::text])))"),
     }
 
 

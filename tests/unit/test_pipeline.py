@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 
 import attrs
 import orjson
@@ -11,6 +14,7 @@ import pytest
 import trio
 import trio.testing
 
+from bridge.adapters.journal import JournalConfig
 from bridge.adapters.memory import MemoryRepository
 from bridge.app.pipeline import PipelineConfig, open_pipeline, run_bridge
 from bridge.app.stats import FeedState, PipelineStats
@@ -250,3 +254,66 @@ async def test_oversized_frames_and_transport_problems_are_dead_lettered(
     assert "exceeds BRIDGE_MAX_FRAME_BYTES (300)" in reasons[1]
     assert len(repository.options_flow) == 1  # the good frame after them landed
     assert stats.dead_letters_by_reason == {("console", "oversized"): 1, ("console", "invalid_utf8"): 1}
+
+
+async def test_a_restart_replays_the_journal_and_a_replayed_trade_gets_the_side_it_had_live(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The quote came before the checkpoint, the trade after: the restart re-reads the quote (warm-up)."""
+    journal = JournalConfig(tmp_path / "journal", warmup_s=6.0)
+    quote = {"ev": "Q", "sym": "O:SPY251219C00650000", "bx": 302, "bp": 1.40, "bs": 5, "ax": 302, "ap": 1.50,
+             "as": 5, "t": 1795185000000, "q": 1}  # fmt: skip
+    trade = {"ev": "T", "sym": "O:SPY251219C00650000", "x": 302, "p": 1.50, "s": 2, "t": 1795185000100, "q": 2}
+    at = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
+    frames = [ReceivedFrame("polygon", at, orjson.dumps([quote]).decode()),
+              ReceivedFrame("polygon", at + timedelta(milliseconds=100), orjson.dumps([trade]).decode())]  # fmt: skip
+
+    def down(table: Table, rows: Sequence[Row]) -> None:
+        raise TransientWriteError("OperationalError: the database is down")
+
+    first = MemoryRepository(fail=down)  # the trade is journaled, never committed
+    polygon = {"polygon": PolygonNormalizer()}
+    stopping = config(journal=journal, shutdown_grace_s=1)
+    assert await run_bridge([ScriptedFeed(frames, name="polygon")], first, polygon, stopping, PipelineStats(),
+                            lambda: at, stop_after(2))  # fmt: skip
+    assert not first.options_flow
+    second = MemoryRepository()
+    assert await run_bridge([], second, {"polygon": PolygonNormalizer()}, config(journal=journal), PipelineStats(),
+                            lambda: at, never)  # fmt: skip
+    (row,) = second.options_flow.values()
+    assert (row.side, row.bid, row.ask) == ("buy", Decimal("1.40"), Decimal("1.50"))  # at the ask: a buy
+
+
+async def test_an_unencodable_row_is_dead_lettered_alone_and_never_retried(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def refuse_deep(table: Table, rows: Sequence[Row]) -> None:
+        if any("deep" in (getattr(row, "raw", None) or {}) for row in rows):
+            raise DataRejected("the row cannot be encoded for PostgreSQL: TypeError: Recursion limit reached")
+
+    repository = MemoryRepository(refuse_stage=refuse_deep)
+    frames = [trade_frame(n, raw={"deep": True} if n == 3 else {"n": n}) for n in range(6)]
+    stats = PipelineStats()
+    assert await run_bridge([ScriptedFeed(frames)], repository, NORMALIZERS, config(), stats, clock, never)
+    assert len(repository.options_flow) == 5
+    (letter,) = repository.dead_letters.values()
+    assert "Recursion limit reached" in letter.reason
+    assert stats.write_failures.total() == 0  # refused at staging: no write was ever tried with it
+
+
+async def test_a_bug_in_the_writer_dead_letters_the_batch_instead_of_retrying_it_forever(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def buggy(table: Table, rows: Sequence[Row]) -> None:
+        if table is Table.OPTIONS_FLOW:
+            raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    repository = MemoryRepository(fail=buggy)
+    stats = PipelineStats()
+    started = trio.current_time()
+    assert await run_bridge([ScriptedFeed([trade_frame(n) for n in range(5)])], repository, NORMALIZERS, config(),
+                            stats, clock, never)  # fmt: skip
+    assert trio.current_time() - started < 1  # no retry loop
+    letters = list(repository.dead_letters.values())
+    assert len(letters) == 5
+    assert all(letter.reason.startswith("writer_error: TypeError: unsupported operand") for letter in letters)

@@ -43,6 +43,7 @@ from typing import Final
 import attrs
 import orjson
 import trio
+from trio_util import AsyncValue, RepeatedEvent
 
 from bridge.adapters.recording import InvalidRecordingLine, decode_record, encode_record, format_at
 from bridge.app.stats import PipelineStats
@@ -181,7 +182,8 @@ class FeedLog:
     at_of: dict[int, datetime] = attrs.Factory(dict)
     checkpoint_at: datetime | None = None
     saved_checkpoint: int = -1
-    changed: trio.Event = attrs.Factory(trio.Event)
+    changed: RepeatedEvent = attrs.Factory(RepeatedEvent)
+    """Set on every change a waiter may care about (an append, a read, an acknowledgement)."""
     fd: int | None = None
 
     @property
@@ -190,7 +192,6 @@ class FeedLog:
 
     def notify(self) -> None:
         self.changed.set()
-        self.changed = trio.Event()
 
     # -- checkpoint ---------------------------------------------------------------------------------
 
@@ -242,19 +243,24 @@ class Journal:
     stats: PipelineStats
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     logs: dict[str, FeedLog] = attrs.Factory(dict)
-    paused: str | None = None
     new_feed: Callable[[str], None] | None = None
     """Called when a feed's log is created (the pipeline starts its normalizer)."""
     on_pause: Callable[[str | None], None] | None = None
     """Called with the reason when the feeds stop reading, with ``None`` when they read again (the gap ledger)."""
     total_bytes: int = 0
     """Segment bytes on disk plus buffered ones."""
-    _resumed: trio.Event = attrs.Factory(trio.Event)
+    _paused: AsyncValue[str | None] = attrs.Factory(lambda: AsyncValue(None))
+    """Why the feeds may not append (journal budget, disk full), or ``None``."""
     _data: trio.Event = attrs.Factory(trio.Event)
     _lock_fd: int | None = None
     _io: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(1))
     _flushing: trio.Lock = attrs.Factory(trio.Lock)
     _reads: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(2))
+
+    @property
+    def paused(self) -> str | None:
+        reason: str | None = self._paused.value
+        return reason
 
     @property
     def durable(self) -> bool:
@@ -384,7 +390,10 @@ class Journal:
         """Journal one frame (waiting while the journal is full); the feed's normalizer then reads it."""
         feed_log = self.log_of(frame.feed)
         while self.paused is not None or (not self.durable and not self._tail_has_room(feed_log)):
-            await (self._resumed.wait() if self.paused is not None else feed_log.changed.wait())
+            if self.paused is not None:
+                await self._paused.wait_value(lambda reason: reason is None)
+            else:
+                await feed_log.changed.wait()
         seq = feed_log.next_seq
         feed_log.next_seq += 1
         record = Record(seq, frame)
@@ -432,21 +441,19 @@ class Journal:
         return feed_log.tail_bytes < self.config.memory_tail_bytes
 
     def _pause(self, reason: str) -> None:
-        if self.paused is None:
+        was = self.paused
+        self._paused.value = reason
+        self.stats.journal_paused = reason
+        if was is None:
             log.warning("feeds stop reading: the journal cannot take more", reason=reason)
-            self._resumed = trio.Event()
-            self.paused = reason
             if self.on_pause is not None:
                 self.on_pause(reason)
-        self.paused = reason
-        self.stats.journal_paused = reason
 
     def _resume(self) -> None:
         if self.paused is not None:
             log.info("feeds read again: the journal has room", was=self.paused)
-            self.paused = None
+            self._paused.value = None
             self.stats.journal_paused = None
-            self._resumed.set()
             if self.on_pause is not None:
                 self.on_pause(None)
 

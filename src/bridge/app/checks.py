@@ -51,15 +51,33 @@ def describe_database(settings: Settings) -> str:
     return " ".join(parts)
 
 
+def recent_gaps(url: str, limit: int = 5) -> list[str]:
+    """The newest gaps of the ledger, one line each: feed, when, how long, why, what backfill did."""
+    with psycopg.connect(url, connect_timeout=10) as connection:
+        rows = connection.execute(
+            "select feed, started_at, ended_at, reason, backfill_status, backfill_rows from public.bridge_feed_gaps"
+            " where feed <> 'bridge.gaps' order by started_at desc limit %s",
+            [limit],
+        ).fetchall()
+    lines = []
+    for feed, started, ended, reason, status, rows_filled in rows:
+        span = f"{(ended - started).total_seconds():.1f} s" if ended else "still open"
+        backfill = f", backfill {status} ({rows_filled or 0} rows)" if status else ""
+        lines.append(f"{feed} at {started:%Y-%m-%d %H:%M:%S}Z, {span}: {reason}{backfill}")
+    return lines
+
+
 def check_database(settings: Settings) -> CheckResult:
     try:
         with open_database(settings.database_url, settings.home, apply_migrations=False) as url:
             with psycopg.connect(url, connect_timeout=10) as connection:
                 version = connection.execute("show server_version").fetchone()
             waiting = pending(url)
+            recent = recent_gaps(url) if not waiting else []
         where = redact_conninfo(settings.database_url) if settings.database_url else f"embedded in {settings.home}"
         todo = f"; {len(waiting)} migration(s) pending: run `bridge migrate`" if waiting else "; schema up to date"
-        return ("database", True, f"PostgreSQL {version[0] if version else '?'} at {where}{todo}")
+        shown = "".join(f"\n  gap {line}" for line in recent) or ("\n  no feed gaps recorded" if not waiting else "")
+        return ("database", True, f"PostgreSQL {version[0] if version else '?'} at {where}{todo}{shown}")
     except (DatabaseUnreachable, EmbeddedDatabaseFailed, MigrationError) as exc:
         return ("database", False, str(exc))
     except psycopg.Error as exc:

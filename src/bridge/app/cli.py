@@ -30,6 +30,7 @@ from bridge.adapters.postgres.migrations import DatabaseUnreachable, MigrationEr
 from bridge.adapters.postgres.repository import PostgresRepository, open_repository
 from bridge.adapters.recording import InvalidRecordingLine, RecordingWriter, read_recording
 from bridge.adapters.replay import ReplayFeed
+from bridge.app.checks import describe_database
 from bridge.app.database import EmbeddedDatabaseFailed, open_database
 from bridge.app.leases import LeaseCoordinator, LeaseTiming
 from bridge.app.pipeline import run_bridge
@@ -113,13 +114,26 @@ def _innermost(exc: BaseException) -> BaseException:
 def repository_for(
     settings: Settings, *, database_url: str | None = None, require_reachable: bool = True
 ) -> Iterator[PostgresRepository]:
+    with database_for(settings, database_url=database_url, require_reachable=require_reachable) as (_, repository):
+        yield repository
+
+
+@contextmanager
+def database_for(
+    settings: Settings, *, database_url: str | None = None, require_reachable: bool = True
+) -> Iterator[tuple[str, PostgresRepository]]:
+    """The database's URL (the embedded server's, if none is given) and a repository on it."""
+    url_given = database_url or settings.database_url
+    # `bridge run` on a server of the user's own applies no migrations (that is `bridge migrate`'s job, and the
+    # server may be down at start); the embedded one is the bridge's own and is migrated as it starts
+    migrate_first = require_reachable or not url_given
     with (
-        open_database(database_url or settings.database_url, settings.home) as url,
+        open_database(url_given, settings.home, apply_migrations=migrate_first) as url,
         open_repository(url, pool_mode=settings.db_pool_mode, require_reachable=require_reachable) as repository,
     ):
         if not require_reachable:
             require_migrated(url)
-        yield repository
+        yield url, repository
 
 
 def require_migrated(url: str) -> None:
@@ -155,13 +169,12 @@ def run() -> None:
         fail(str(SettingsError(problems)), EXIT_CONFIG)
     stats = PipelineStats()
     with (
-        open_database(settings.database_url, settings.home) as url,
-        open_repository(url, pool_mode=settings.db_pool_mode, require_reachable=False) as repository,
+        database_for(settings, require_reachable=False) as (url, repository),
         open_leases(url, pool_mode=settings.db_pool_mode) as lease_store,
     ):
-        require_migrated(url)
-        log.info("bridge starting", feeds=feeds, journal=str(settings.effective_journal_dir),
-                 instance=settings.instance_id, lease_ttl_s=settings.lease_ttl_s)  # fmt: skip
+        log.info("bridge starting", feeds=feeds, database=describe_database(settings),
+                 journal=str(settings.effective_journal_dir), instance=settings.instance_id,
+                 lease_ttl_s=settings.lease_ttl_s)  # fmt: skip
         leases = LeaseCoordinator(lease_store, settings.instance_id, feeds, LeaseTiming(settings.lease_ttl_s), stats)
         tune_garbage_collector()
         flushed = trio.run(
@@ -315,18 +328,37 @@ def record(feed_name: str, out: Path, duration: float | None, frames: int | None
 @user_errors
 def demo(duration: float, rate: float, database_url: str | None) -> None:
     """The bridge end to end on the embedded default, against built-in simulated streams."""
-    from bridge.app.demo import SAMPLE_QUERY, run_demo
+    import shutil
+
+    import attrs
+
+    from bridge.app.demo import SAMPLE_QUERY, next_steps, run_demo, table_line
 
     environ = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     settings = settings_from_env(environ)
     if settings.log_level == "info" and "BRIDGE_LOG_LEVEL" not in os.environ:
         configure_logging(format=settings.log_format, level="warning", redactor=REDACTOR)
+    # A journal of its own, empty at each start: the demo's reconciliation counts this run's frames only,
+    # and a `bridge run` holding BRIDGE_HOME's journal does not stop it.
+    journal = settings.home / "demo-journal"
+    shutil.rmtree(journal, ignore_errors=True)
+    settings = attrs.evolve(settings, journal_dir=journal)
     console = Console()
     stats = PipelineStats()
     where = "the embedded PostgreSQL" if not database_url else redact_conninfo(database_url)
-    console.print(f"[bold]Stream Bridge demo[/]: simulated Developer Console → {where} ({settings.home})")
+    console.print(f"[bold]Stream Bridge demo[/]: simulated streams → {where} ({settings.home})")
+    if not database_url:
+        first = not (settings.home / "pgdata").is_dir()
+        console.print(
+            f"Setting up the embedded PostgreSQL in {settings.home / 'pgdata'} (first start: this takes a few seconds)…"
+            if first
+            else f"Starting the embedded PostgreSQL in {settings.home / 'pgdata'}…",
+            highlight=False,
+            soft_wrap=True,
+        )
     with repository_for(settings, database_url=database_url) as repository:
         before = repository.count_rows()
+        console.print(f"Streaming for {duration:g} s from the simulators on 127.0.0.1…", highlight=False)
         tune_garbage_collector()
         result = trio.run(
             functools.partial(
@@ -341,19 +373,28 @@ def demo(duration: float, rate: float, database_url: str | None) -> None:
             )
         )
         stored = repository.count_rows()
+    shutil.rmtree(journal, ignore_errors=True)  # every frame is committed: the journal holds nothing needed
     console.print()
     console.print(summary_table(stats, stored))
-    added = stored[Table.OPTIONS_FLOW] - before[Table.OPTIONS_FLOW]
+    console.print("\n[bold]Per feed[/]: what each simulator sent, and what became of it")
+    for line in result.reconciliation(stats):
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print("\n[bold]Per table[/]: rows made by the normalizers, and what the database did with them")
+    for table in (*DATA_TABLES, Table.DEAD_LETTERS):
+        console.print(table_line(table, stats, before.get(table, 0), stored.get(table, 0)), highlight=False,
+                      soft_wrap=True)  # fmt: skip
     for line in result.summary():
-        console.print(line)
-    console.print(f"options_flow grew by {added:,} rows.")
-    console.print("\nQuery what was stored (works after the demo; starts the embedded database on demand):")
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print("\nQuery what was stored (works after the demo; starts the embedded database on demand):",
+                  soft_wrap=True)  # fmt: skip
     console.print(f'  bridge query "{SAMPLE_QUERY}"', soft_wrap=True, highlight=False)
     console.print(
         '  bridge query "select feed, reason from bridge_dead_letters order by received_at desc limit 5"',
         soft_wrap=True,
         highlight=False,
     )
+    for line in next_steps(settings.home):
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
 @main.command()
@@ -399,7 +440,9 @@ def check() -> None:
 
 @main.command()
 @click.argument("name", type=click.Choice(list(FEEDS)))
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0 picks a free port")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="0 picks a free port; tastytrade, tradier and schwab serve their REST API on this port P and"
+                   " their streamer on P+1")  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--rate", type=click.FloatRange(min=1), default=200.0, show_default=True,
               help="simulated messages per second (each simulator scales it to its kind)")  # fmt: skip
@@ -407,14 +450,14 @@ def simulate(name: str, port: int, host: str, rate: float) -> None:
     """Run one built-in simulator in the foreground and print the variables that point `bridge run` at it."""
     from bridge.app.simulate import serve_simulator
 
-    spec = FEEDS[name]
-    if not spec.fixed_address and (port or host != "127.0.0.1"):
-        fail(f"the {name} simulator picks its own ports on 127.0.0.1: --port and --host are not supported for it",
-             EXIT_CONFIG)  # fmt: skip
     try:
-        trio.run(functools.partial(serve_simulator, spec, host=host, port=port, rate=rate, out=sys.stdout))
-    except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        trio.run(functools.partial(serve_simulator, FEEDS[name], host=host, port=port, rate=rate, out=sys.stdout))
+    except Exception as raised:
+        exc = _innermost(raised)  # from inside a nursery, an error arrives in a group of one
+        if not isinstance(exc, OSError):
+            raise
+        # the simulators name the address they could not bind (a broker's streamer is on the next port)
+        fail(f"cannot listen on {exc.filename or f'{host}:{port}'}: {exc.strerror or exc}")
 
 
 @main.command()

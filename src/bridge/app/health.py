@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bridge.adapters.feeds.websocket import OVERSIZED_CLOSES
 from bridge.adapters.http import Request, Response, Route
 from bridge.app.stats import FeedState, Histogram, PipelineStats
 from bridge.domain.normalizers.polygon import PolygonNormalizer
@@ -171,7 +172,15 @@ class BridgeCollector(Collector):
                                           value=normalizer.book.evicted)  # fmt: skip
 
     def _second_round(self) -> Iterator[Metric]:
-        """Credentials, gaps, leases, the journal and stuck writers."""
+        """Oversized closes, credentials, gaps, leases, the journal and stuck writers."""
+        closes = CounterMetricFamily(
+            "bridge_frames_oversized_closes",
+            "Connections the transport closed for a message over its limit (the message is dead-lettered)",
+            labels=["feed"],
+        )
+        for feed, closed in OVERSIZED_CLOSES.items():
+            closes.add_metric([feed], closed)
+        yield closes
         stats = self.stats
         expires = GaugeMetricFamily("bridge_credential_expires_in_seconds",
                                     "Seconds until the credential expires (negative: expired)",

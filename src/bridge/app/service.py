@@ -21,6 +21,7 @@ from bridge.adapters.recording import RecordingWriter
 from bridge.app.health import http_routes
 from bridge.app.leases import LeaseCoordinator
 from bridge.app.pipeline import FrameTap, PipelineConfig, run_bridge
+from bridge.app.progress import serve_progress_log
 from bridge.app.stats import FeedState, PipelineStats
 from bridge.app.supervisor import run_supervised
 from bridge.domain.models import ReceivedFrame
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 log = get_logger(__name__, component="service")
 
 StopWaiter = Callable[[], Awaitable[None]]
+
+PROGRESS_INTERVAL_S = 60.0
+"""Seconds between ``bridge run``'s ``progress`` log lines (read at each call, so a test can shorten it)."""
 
 
 def utc_now() -> datetime:
@@ -117,14 +121,19 @@ async def serve_until_signalled(
     http_host: str = "0.0.0.0",
     tap: FrameTap | None = None,
     clock: Clock = utc_now,
+    progress_interval_s: float | None = None,
     leases: LeaseCoordinator | None = None,
 ) -> bool:
-    """``bridge run``: the pipeline and its HTTP endpoints until SIGTERM/SIGINT; True when all was flushed.
+    """``bridge run``: the pipeline, its HTTP endpoints and the progress log until SIGTERM/SIGINT.
 
-    With ``leases`` each feed runs only while this replica holds its lease (``bridge.app.leases``).
+    Returns True when all was flushed. A ``progress`` line is logged every ``progress_interval_s``
+    (default ``PROGRESS_INTERVAL_S``), so the logs alone show the bridge's pulse. With ``leases`` each
+    feed runs only while this replica holds its lease (``bridge.app.leases``).
     """
+    interval_s = PROGRESS_INTERVAL_S if progress_interval_s is None else progress_interval_s
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(serve_progress_log, stats, interval_s=interval_s), name="progress")
             if http_port:
                 routes = http_routes(stats, normalizers, repository)
                 try:

@@ -102,12 +102,17 @@ async def serve_rest(
     routes: Mapping[str, Route],
     *,
     host: str = "127.0.0.1",
+    port: int = 0,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``routes`` on ``host`` (a free port) until cancelled; ``task_status.started`` gets the port."""
+    """Serve ``routes`` on ``host``:``port`` (0 picks a free one) until cancelled; ``task_status.started`` gets
+    the port. A port that cannot be bound raises ``OSError`` whose ``filename`` is ``host:port``."""
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(functools.partial(trio.serve_tcp, functools.partial(_handle, routes), 0,
-                                                          host=host))  # fmt: skip
+        try:
+            listeners = await nursery.start(functools.partial(trio.serve_tcp, functools.partial(_handle, routes), port,
+                                                              host=host))  # fmt: skip
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, f"{host}:{port}") from exc
         task_status.started(listeners[0].socket.getsockname()[1])
 
 

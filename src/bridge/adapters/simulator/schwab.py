@@ -24,7 +24,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
 from bridge.adapters.simulator.oauth import Request, Response, TokenIssuer, basic_credentials, serve_rest
-from bridge.adapters.simulator.server import SentLog, serve_loopback
+from bridge.adapters.simulator.server import SentLog, serve_loopback, streamer_port
 
 SYMBOLS: Final = ("AAPL", "MSFT", "SPY", "SPY   251219C00650000")
 JSON: Final = "application/json"
@@ -54,9 +54,15 @@ async def serve_schwab_simulator(
     log: SentLog | None = None,
     state: SchwabState | None = None,
     streamer_token: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; ``task_status.started`` gets the REST base URL (``http://…/trader/v1``)."""
+    """Serve until cancelled; ``task_status.started`` gets the REST base URL (``http://…/trader/v1``).
+
+    REST (the token endpoint included) listens on ``host``:``port`` and the streamer on the next port (0: each
+    on a free one).
+    """
     sent = log if log is not None else SentLog()
     broker = state if state is not None else SchwabState(accounts)
     rng = random.Random(seed)
@@ -159,9 +165,10 @@ async def serve_schwab_simulator(
     routes: dict[str, Any] = {"/trader/v1/userPreference": preferences, "/trader/v1/accounts": accounts_with_positions,
                               "/v1/oauth/token": oauth_token}  # fmt: skip
     async with trio.open_nursery() as nursery:
-        streamer_url = await nursery.start(functools.partial(serve_loopback, streamer, path="/ws"))
-        port = await nursery.start(functools.partial(serve_rest, routes))
-        task_status.started(f"http://127.0.0.1:{port}/trader/v1")
+        api_port = await nursery.start(functools.partial(serve_rest, routes, host=host, port=port))
+        streamer_url = await nursery.start(functools.partial(serve_loopback, streamer, host=host,
+                                                             port=streamer_port(port), path="/ws"))  # fmt: skip
+        task_status.started(f"http://{host}:{api_port}/trader/v1")
 
 
 __all__ = ["SchwabState", "SentLog", "TokenIssuer", "serve_schwab_simulator"]

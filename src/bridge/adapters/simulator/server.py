@@ -8,6 +8,7 @@ and ``SharedMessages`` (one message sequence across connections, so a reconnect 
 
 from __future__ import annotations
 
+import errno
 import functools
 import hmac
 from collections import Counter, deque
@@ -19,7 +20,7 @@ import attrs
 import trio
 from trio_websocket import WebSocketRequest, serve_websocket
 
-__all__ = ["Pacer", "SentLog", "SharedMessages", "bearer_token", "serve_loopback", "token_matches"]
+__all__ = ["Pacer", "SentLog", "SharedMessages", "bearer_token", "serve_loopback", "streamer_port", "token_matches"]
 
 T = TypeVar("T")
 
@@ -162,6 +163,14 @@ class SharedMessages(Generic[T]):
 Handler = Callable[[WebSocketRequest], Awaitable[None]]
 
 
+def streamer_port(port: int) -> int:
+    """Where a simulator's second socket (its streamer, beside a REST API on ``port``) listens: the next
+    port when ``port`` is chosen, a free one when it is 0."""
+    if port == 65535:
+        raise OSError(errno.EADDRNOTAVAIL, "the streamer listens on the next port, and there is none")
+    return port + 1 if port else 0
+
+
 async def serve_loopback(
     handler: Handler,
     *,
@@ -174,17 +183,21 @@ async def serve_loopback(
 
     Connection handlers run in this function's nursery, so cancelling it ends every connection too.
     ``path`` only shapes the URL: the server answers on any path, as the simulators do not need routing.
+    A port that cannot be bound raises ``OSError`` whose ``filename`` is ``host:port``.
     """
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            functools.partial(
-                serve_websocket,
-                handler,
-                host,
-                port,
-                None,
-                handler_nursery=nursery,
-                max_message_size=64 * 2**20,
+        try:
+            server = await nursery.start(
+                functools.partial(
+                    serve_websocket,
+                    handler,
+                    host,
+                    port,
+                    None,
+                    handler_nursery=nursery,
+                    max_message_size=64 * 2**20,
+                )
             )
-        )
+        except OSError as exc:  # name the address: a simulator may listen on several
+            raise OSError(exc.errno, exc.strerror, f"{host}:{port}") from exc
         task_status.started(f"ws://{host}:{server.port}{path}")

@@ -27,7 +27,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
 from bridge.adapters.simulator.oauth import Request, Response, TokenIssuer, has_product_user_agent, serve_rest
-from bridge.adapters.simulator.server import SentLog, serve_loopback
+from bridge.adapters.simulator.server import SentLog, serve_loopback, streamer_port
 
 SYMBOLS: Final = ("SPY", "QQQ", "AAPL", "TSLA", "NVDA", "SPY   251219C00650000")
 
@@ -70,9 +70,14 @@ async def serve_tastytrade_simulator(
     seed: int = 0,
     log: SentLog | None = None,
     state: BrokerState | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
     task_status: trio.TaskStatus[tuple[str, str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; ``task_status.started`` gets (streamer ``ws://`` URL, REST ``http://`` base URL)."""
+    """Serve until cancelled; ``task_status.started`` gets (streamer ``ws://`` URL, REST ``http://`` base URL).
+
+    REST listens on ``host``:``port`` and the streamer on the next port (0: each on a free one).
+    """
     sent = log if log is not None else SentLog()
     broker = state if state is not None else BrokerState(accounts)
     rng = random.Random(seed)
@@ -195,9 +200,10 @@ async def serve_tastytrade_simulator(
     }
     routes["/oauth/token"] = oauth_token
     async with trio.open_nursery() as nursery:
-        ws_url = await nursery.start(functools.partial(serve_loopback, streamer, path="/"))
-        api_port = await nursery.start(functools.partial(serve_rest, routes))
-        task_status.started((ws_url, f"http://127.0.0.1:{api_port}"))
+        api_port = await nursery.start(functools.partial(serve_rest, routes, host=host, port=port))
+        ws_url = await nursery.start(functools.partial(serve_loopback, streamer, host=host, port=streamer_port(port),
+                                                       path="/"))  # fmt: skip
+        task_status.started((ws_url, f"http://{host}:{api_port}"))
 
 
 __all__ = ["BrokerState", "SentLog", "TokenIssuer", "serve_tastytrade_simulator"]

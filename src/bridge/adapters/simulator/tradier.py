@@ -26,7 +26,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
 from bridge.adapters.simulator.oauth import Request, Response, TokenIssuer, basic_credentials, serve_rest
-from bridge.adapters.simulator.server import SentLog, serve_loopback
+from bridge.adapters.simulator.server import SentLog, serve_loopback, streamer_port
 
 SYMBOLS: Final = ("AAPL", "MSFT", "SPY", "QQQ", "SPY251219C00650000")
 JSON: Final = "application/json"
@@ -57,9 +57,14 @@ async def serve_tradier_simulator(
     seed: int = 0,
     log: SentLog | None = None,
     state: TradierState | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; ``task_status.started`` gets the REST base URL (``http://…/v1``)."""
+    """Serve until cancelled; ``task_status.started`` gets the REST base URL (``http://…/v1``).
+
+    REST listens on ``host``:``port`` and the account-events stream on the next port (0: each on a free one).
+    """
     sent = log if log is not None else SentLog()
     broker = state if state is not None else TradierState(accounts)
     rng = random.Random(seed)
@@ -151,9 +156,10 @@ async def serve_tradier_simulator(
         routes[f"/v1/accounts/{account}/positions"] = functools.partial(positions, account)
         routes[f"/v1/accounts/{account}/balances"] = functools.partial(balances, account)
     async with trio.open_nursery() as nursery:
-        ws_url = await nursery.start(functools.partial(serve_loopback, events, path="/v1/accounts/events"))
-        port = await nursery.start(functools.partial(serve_rest, routes))
-        task_status.started(f"http://127.0.0.1:{port}/v1")
+        api_port = await nursery.start(functools.partial(serve_rest, routes, host=host, port=port))
+        ws_url = await nursery.start(functools.partial(serve_loopback, events, host=host, port=streamer_port(port),
+                                                       path="/v1/accounts/events"))  # fmt: skip
+        task_status.started(f"http://{host}:{api_port}/v1")
 
 
 __all__ = ["SentLog", "TokenIssuer", "TradierState", "serve_tradier_simulator"]

@@ -61,8 +61,8 @@ class FeedSpec(Generic[S]):
     ``settings`` is an attrs class whose fields are declared with ``setting(...)``; its variables are
     ``BRIDGE_<NAME>_<FIELD>`` unless a field names its own. ``build_feed`` and ``build_normalizer``
     get the vendor's settings and the core ones (shared knobs such as ``BRIDGE_MAX_SILENCE_S``).
-    ``simulator`` serves a local stand-in; ``fixed_address`` says whether it honours
-    ``SimulatorOptions.host``/``port`` (the broker simulators pick their own loopback ports).
+    ``simulator`` serves a local stand-in on ``SimulatorOptions.host``/``port`` (one with a second socket,
+    a streamer beside its REST API, puts that on the next port).
     """
 
     name: str
@@ -73,7 +73,6 @@ class FeedSpec(Generic[S]):
     simulator: ServeSimulator[S]
     summarize_sent: Callable[[SentLog], str] | None = None
     describe_normalizer: Callable[[Normalizer], str | None] = lambda _: None
-    fixed_address: bool = True
     extra_problems: Callable[[S], Sequence[str]] = lambda _: ()
 
     @property

@@ -81,7 +81,15 @@ async def simulate(
     token, sent = secrets.token_urlsafe(16), SentLog()
     async with trio.open_nursery() as nursery:
         api = await nursery.start(
-            functools.partial(serve_schwab_simulator, token=token, activity_per_second=1, seed=options.seed, log=sent)
+            functools.partial(
+                serve_schwab_simulator,
+                token=token,
+                activity_per_second=1,
+                seed=options.seed,
+                log=sent,
+                host=options.host,
+                port=options.port,
+            )
         )
         task_status.started(Simulated(SchwabSettings(token=token, api_url=HttpUrl(api)), sent))
 
@@ -93,6 +101,5 @@ SPEC = FeedSpec(
     build_normalizer=build_normalizer,
     probe=probe,
     simulator=simulate,
-    fixed_address=False,
     extra_problems=extra_problems,
 )

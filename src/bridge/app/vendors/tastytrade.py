@@ -92,6 +92,8 @@ async def simulate(
                 accounts=SIMULATED_ACCOUNTS,
                 updates_per_second=5,
                 seed=options.seed,
+                host=options.host,
+                port=options.port,
                 log=sent,
             )
         )
@@ -107,6 +109,5 @@ SPEC = FeedSpec(
     build_normalizer=build_normalizer,
     probe=probe,
     simulator=simulate,
-    fixed_address=False,
     extra_problems=extra_problems,
 )

@@ -90,6 +90,8 @@ async def simulate(
                 accounts=SIMULATED_ACCOUNTS,
                 fills_per_second=1,
                 seed=options.seed,
+                host=options.host,
+                port=options.port,
                 log=sent,
             )
         )
@@ -104,6 +106,5 @@ SPEC = FeedSpec(
     build_normalizer=build_normalizer,
     probe=probe,
     simulator=simulate,
-    fixed_address=False,
     extra_problems=extra_problems,
 )
