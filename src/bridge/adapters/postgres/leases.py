@@ -149,4 +149,4 @@ def open_leases(conninfo: str, *, pool_mode: PoolMode = "auto") -> Iterator[Post
     try:
         yield PostgresLeases(pool)
     finally:
-        pool.close()
+        pool.close(timeout=1.0)  # a connection attempt to a database that is away is not worth waiting for
