@@ -132,15 +132,16 @@ def final_state(messages: list[dict[str, Any]]) -> dict[int, tuple[str, str]]:
 async def stream_with_gaps(
     repository: PostgresRepository, *, replay: bool, accepts_actions: bool = True, published: int = 240
 ) -> tuple[SentLog, PipelineStats, BenzingaFeed, list[dict[str, Any]]]:
-    """News at 100 a second; the server drops the client every 30 frames and the feed waits 0.3 s to
-    reconnect, so about 30 messages are published while nobody is connected, each time."""
+    """News at 40 a second; the server drops the client every 30 frames and the feed waits 0.3 s to
+    reconnect, so about 12 messages are published while nobody is connected, each time. The stream's replay
+    holds the last 100: a reconnect would have to take 2.5 s (a loaded machine) before news is lost."""
     start = utc_now() - timedelta(minutes=1)  # the scenario's times are relative to the feed's clock
     sent = SentLog(keep_messages=True)
     stats = PipelineStats()
     config = attrs.evolve(CONFIG, feed_restart=BackoffPolicy(initial_s=0.3, max_s=0.3, jitter=0))
     async with trio.open_nursery() as nursery:
         url = await nursery.start(functools.partial(
-            serve_benzinga_simulator, token=TOKEN, messages_per_second=100, total_messages=published,
+            serve_benzinga_simulator, token=TOKEN, messages_per_second=40, total_messages=published,
             disconnect_every_frames=30, accepts_actions=accepts_actions, start=start, seed=5, log=sent))  # fmt: skip
         feed = BenzingaFeed(url=url, api_key=TOKEN, clock=utc_now, ping_interval_s=5, replay_on_reconnect=replay)
 

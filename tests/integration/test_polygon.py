@@ -8,18 +8,24 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
+import orjson
 import trio
+from trio_websocket import open_websocket_url
 
 from bridge.adapters.feeds.polygon import PolygonFeed
 from bridge.adapters.postgres.repository import PostgresRepository
 from bridge.adapters.replay import ReplayFeed
 from bridge.adapters.simulator.polygon import (
+    MAX_CONNECTIONS_MESSAGE,
     SPEC_CONNECT_EVENT,
+    PolygonMarket,
     PolygonScenario,
     SentLog,
     prebuilt_frames,
     serve_polygon_simulator,
 )
+from bridge.adapters.simulator.polygon_market import NOT_AUTHORIZED_MESSAGE
 from bridge.app.pipeline import run_bridge
 from bridge.app.service import normalizers, stop_when, utc_now
 from bridge.app.stats import PipelineStats
@@ -189,3 +195,95 @@ async def test_quote_subscription_churn_at_full_speed_never_stalls_the_stream(
     assert query(database_url, "select count(*), count(distinct id) from options_flow") == [(20_000, 20_000)]
     assert sent.extra["max_quote_subscriptions"] <= 300 and sent.extra["quote_limit_exceeded"] == 0
     assert feed.protocol.quote_messages_sent > 50
+
+
+async def wait_until(condition: Any, timeout_s: float = 10) -> None:
+    with trio.fail_after(timeout_s):
+        while not condition():
+            await trio.sleep(0.01)
+
+
+async def test_the_market_trades_with_nobody_connected_and_rest_serves_it_as_the_vendor_does() -> None:
+    market, sent = PolygonMarket(KEY), SentLog()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(serve_polygon_simulator, api_key=KEY, events_per_second=5000,
+                                              batch_size=20, contracts=3, log=sent, market=market))  # fmt: skip
+        await wait_until(lambda: market.all_trades() >= 300)
+        assert sent.connections == 0 and sent.messages_sent == 0  # nobody was there: it traded all the same
+        ticker = max(market.trades, key=lambda t: len(market.trades[t]))
+        expected = list(market.trades[ticker])
+        async with httpx.AsyncClient(base_url=market.base_url) as client:
+            first = (await client.get(f"/v3/trades/{ticker}", params={"apiKey": KEY, "limit": 40})).json()
+            pages, results, body = 1, list(first["results"]), first
+            while "next_url" in body:  # the cursor holds the query; the key goes in the header this time
+                body = (await client.get(body["next_url"], headers={"Authorization": f"Bearer {KEY}"})).json()
+                results += body["results"]
+                pages += 1
+            assert results[: len(expected)] == expected  # ascending, every trade (and those made since)
+            assert results == market.trades[ticker][: len(results)]
+            assert pages == -(-len(results) // 40) and first["status"] == "OK"
+            assert set(results[0]) == {"conditions", "exchange", "participant_timestamp", "price", "sip_timestamp",
+                                       "size"}  # no sequence number for options trades  # fmt: skip
+            low, high = expected[5]["sip_timestamp"], expected[9]["sip_timestamp"]
+            iso_low = datetime.fromtimestamp(low // 1000 / 1e6, UTC).isoformat()  # microseconds, floored
+            window = (await client.get(f"/v3/trades/{ticker}", params={
+                "apiKey": KEY, "timestamp.gte": iso_low, "timestamp.lt": high, "order": "desc"})).json()  # fmt: skip
+            assert window["results"] == [t for t in expected if low // 1000 * 1000 <= t["sip_timestamp"] < high][::-1]
+            quotes = (await client.get(f"/v3/quotes/{ticker}", params={"apiKey": KEY, "limit": 1})).json()
+            assert "sequence_number" in quotes["results"][0] and "next_url" in quotes
+
+            assert (await client.get(f"/v3/trades/{ticker}", params={"apiKey": "wrong"})).status_code == 401
+            market.rate_limited_requests = 1
+            limited = await client.get(f"/v3/trades/{ticker}", params={"apiKey": KEY})
+            assert limited.status_code == 429 and "exceeded the maximum requests" in limited.json()["error"]
+            assert (await client.get(f"/v3/trades/{ticker}", params={"apiKey": KEY})).status_code == 200
+            market.quotes_entitled = False
+            refused = await client.get(f"/v3/quotes/{ticker}", params={"apiKey": KEY})
+            assert (await client.get(f"/v3/trades/{ticker}", params={"apiKey": KEY})).status_code == 200
+            market.rest_entitled = False
+            refused_trades = await client.get(f"/v3/trades/{ticker}", params={"apiKey": KEY})
+            for answer in (refused, refused_trades):
+                assert answer.status_code == 403
+                assert answer.json()["status"] == "NOT_AUTHORIZED"
+                assert answer.json()["message"] == NOT_AUTHORIZED_MESSAGE
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_second_connection_of_a_key_closes_the_first_with_max_connections(
+    repository: PostgresRepository,
+) -> None:
+    """The vendor keeps one connection per key, the newest: the feed that lost it waits instead of fighting."""
+    sent, stats = SentLog(), PipelineStats()
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(functools.partial(serve_polygon_simulator, api_key=KEY, events_per_second=2000,
+                                                    batch_size=20, log=sent))  # fmt: skip
+        feed = PolygonFeed(url=url, api_key=KEY, clock=utc_now, max_silence_s=5)
+        other: list[Any] = []
+
+        async def second_connection() -> None:
+            await wait_until(lambda: sent.messages_sent > 0)
+            async with open_websocket_url(url) as ws:
+                await ws.get_message()
+                await ws.send_message(orjson.dumps({"action": "auth", "params": KEY}).decode())
+                other.append(orjson.loads(await ws.get_message()))
+                await ws.send_message(orjson.dumps({"action": "subscribe", "params": "T.*"}).decode())
+                await wait_until(lambda: stats.feed_last_error.get("polygon") is not None)
+                other.append(orjson.loads(await ws.get_message()))  # still served
+                await trio.sleep(1)  # the feed does not come back to take it over
+
+        calls = [0]
+
+        async def stop() -> None:  # called again for a second stop request: that one never comes
+            calls[0] += 1
+            if calls[0] > 1:
+                await trio.sleep_forever()
+            await second_connection()
+
+        with trio.fail_after(30):
+            assert await run_bridge([feed], repository, normalizers(), CONFIG, stats, utc_now, stop)
+        nursery.cancel_scope.cancel()
+    assert other[0] == [{"ev": "status", "status": "auth_success", "message": "authenticated"}]
+    assert sent.extra["max_connections"] == 1 and sent.connections == 2
+    assert stats.feed_last_error["polygon"] == (
+        f"RetryLater: another connection with this key took over (max_connections: {MAX_CONNECTIONS_MESSAGE})")
+    assert stats.feed_restarts["polygon"] == 1  # waiting a minute, not reconnecting at once

@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from bridge.adapters.journal import DamagedRecord, FeedLog, Journal, JournalConfig, Record, open_journal
+from bridge.app.backfill import backfillers_of, serve_backfills
 from bridge.app.gaps import GapTracker
 from bridge.app.leases import Lease, LeaseCoordinator
 from bridge.app.stats import FeedState, PipelineStats
@@ -292,15 +293,18 @@ async def open_pipeline(
 async def run_feeds(
     feeds: Sequence[Feed], pipeline: Pipeline, restart: BackoffPolicy, leases: LeaseCoordinator | None = None
 ) -> None:
-    """Run every feed under its own supervisor; return when all finite feeds have finished.
+    """Run every feed under its own supervisor, and the backfill of the gaps of those that have one;
+    return when all finite feeds have finished.
 
     With ``leases``, each feed runs only while this process holds its lease (and its supervisor is
     told, so that no frame is journaled past the lease's deadline); a standby waits for the lease.
     """
-    async with trio.open_nursery() as beating:
+    async with trio.open_nursery() as around:  # what serves the feeds: cancelled once they have finished
+        if pipeline.gaps is not None and (backfillers := backfillers_of(feeds)):
+            await around.start(serve_backfills, backfillers, pipeline.gaps, pipeline)
         if leases is not None:
             leases.gaps = pipeline.gaps  # the ledger lives with the pipeline: lease stops are its rows too
-            beating.start_soon(leases.serve_heartbeat, name="leases:heartbeat")
+            around.start_soon(leases.serve_heartbeat, name="leases:heartbeat")
         async with trio.open_nursery() as nursery:
             for feed in feeds:
                 supervise = functools.partial(
@@ -317,7 +321,7 @@ async def run_feeds(
                     nursery.start_soon(supervise, name=f"feed:{feed.name}")
                 else:
                     nursery.start_soon(leases.run_leased, feed.name, _under_lease(supervise), name=f"feed:{feed.name}")
-        beating.cancel_scope.cancel()
+        around.cancel_scope.cancel()
 
 
 def _under_lease(supervise: Callable[..., Awaitable[None]]) -> Callable[[Lease], Awaitable[None]]:

@@ -18,16 +18,19 @@ replay and before sending anything, the feed takes replay as refused and stops a
 
 from __future__ import annotations
 
-from typing import Final
+from datetime import datetime
+from typing import Any, Final
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import attrs
+import orjson
 import trio
 from trio_websocket import WebSocketConnection
 
 from bridge.adapters.feeds.websocket import Receive, StreamClosed, WebSocketSession
 from bridge.domain.models import ReceivedFrame
 from bridge.domain.ports import Clock, FrameSink
+from bridge.domain.values import InvalidValue, optional_timestamp
 from bridge.logs import get_logger
 
 NAME: Final = "benzinga"
@@ -36,6 +39,15 @@ REPLAY: Final = "replay"
 """The action's text, sent as is (the docs' ``ActionRequest``: ``text/plain``, ``ping`` or ``replay``)."""
 REPLAY_REFUSED_WITHIN_S: Final = 5.0
 log = get_logger(__name__, feed=NAME)
+
+
+def event_time(text: str) -> datetime | None:
+    """A message's ``data.timestamp`` (news is a few messages a second: decoding each costs nothing)."""
+    try:
+        message = orjson.loads(text)
+        return optional_timestamp("data.timestamp", message["data"]["timestamp"])
+    except (orjson.JSONDecodeError, InvalidValue, KeyError, TypeError):
+        return None
 
 
 def with_token(url: str, token: str) -> str:
@@ -54,11 +66,22 @@ class BenzingaProtocol:
     replay_refused: bool = False
     _replay_sent_at: float | None = attrs.field(default=None, init=False)
     """When this connection's replay went out, while nothing has arrived since."""
+    newest_seen: datetime | None = None
+    """The newest event time (``data.timestamp``) of any message received (the REST backfill starts there)."""
+    newest_before_connection: datetime | None = None
+    replay_sent: bool = False
+    """On this connection."""
+    replay_reached_back: bool = False
+    """A message received after this connection's replay request is no newer than what was seen before it:
+    the replay reached back to what had already arrived, so it covers the gap."""
 
     async def hello(self, ws: WebSocketConnection, receive: Receive, sink: FrameSink) -> None:
         self.connections += 1
         self._replay_sent_at = None
+        self.newest_before_connection = self.newest_seen
+        self.replay_sent = self.replay_reached_back = False
         if self.replay and not self.replay_refused and self.connections > 1:
+            self.replay_sent = True
             await ws.send_message(REPLAY)
             self.replays_sent += 1
             self._replay_sent_at = trio.current_time()
@@ -66,7 +89,18 @@ class BenzingaProtocol:
 
     async def on_frame(self, ws: WebSocketConnection, frame: ReceivedFrame) -> ReceivedFrame:
         self._replay_sent_at = None
+        at = event_time(frame.text)
+        if at is not None:
+            before = self.newest_before_connection
+            if self.replay_sent and before is not None and at <= before:
+                self.replay_reached_back = True
+            if self.newest_seen is None or at > self.newest_seen:
+                self.newest_seen = at
         return frame
+
+    def replay_covered(self) -> bool:
+        """Whether this connection's replay covers the gap before it (see ``replay_reached_back``)."""
+        return self.replay_sent and self.replay_reached_back
 
     def closed_by_server(self) -> None:
         """The server closed the connection: right after a replay and before any message, it refused it."""
@@ -76,7 +110,7 @@ class BenzingaProtocol:
             log.warning("the server closed the connection after a replay request; not asking for replays again")
 
 
-@attrs.frozen
+@attrs.define
 class BenzingaFeed:
     url: str
     api_key: str
@@ -85,6 +119,8 @@ class BenzingaFeed:
     name: str = NAME
     finite: bool = False
     replay_on_reconnect: bool = True
+    backfill: Any = None
+    """The backfill service of this feed's gaps (``bridge.app.backfill``), when one is wired."""
     protocol: BenzingaProtocol = attrs.field(init=False)
 
     @protocol.default

@@ -9,7 +9,9 @@ status. Every server frame is a JSON array of events. Quotes may be streamed for
 contracts per connection (1,000 documented), so ``Q.*`` is not possible: this feed subscribes quotes
 for the configured contracts and for contracts as they start trading, dropping the least recently
 traded when the limit is reached. On reconnect it authenticates and subscribes again, quotes
-included. A refused key is reported and retried only after a long wait.
+included. A refused key is reported and retried only after a long wait. The service allows one
+connection per key and closes the older one with a ``max_connections`` status when a newer one
+authenticates: that closure waits a minute before reconnecting (another process has the key).
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import orjson
 import trio
 from trio_websocket import WebSocketConnection
 
-from bridge.adapters.feeds.websocket import REJECTED_CREDENTIALS_RETRY_S, Receive, WebSocketSession
+from bridge.adapters.feeds.websocket import (
+    REJECTED_CREDENTIALS_RETRY_S,
+    TOO_MANY_CONNECTIONS_RETRY_S,
+    Receive,
+    StreamClosed,
+    WebSocketSession,
+)
+from bridge.domain.backfill import LiveTrades
 from bridge.domain.models import ReceivedFrame
 from bridge.domain.ports import Clock, FrameSink, RetryLater
 from bridge.domain.quote_subscriptions import QuoteSubscriptions
@@ -59,12 +68,20 @@ class PolygonProtocol:
     api_key: str
     channels: str
     quotes: QuoteSubscriptions
+    clock: Clock | None = None
+    live: LiveTrades = attrs.Factory(LiveTrades)
+    """The live trades per connection, for the backfill of the gaps between connections."""
     quote_messages_sent: int = 0
+    evicted: str | None = None
+    """The ``max_connections`` message, once the server said a newer connection with this key took over."""
     _on_server: set[str] = attrs.Factory(set)
     """Quote contracts the server currently streams for this connection."""
     _changed: trio.Event = attrs.Factory(trio.Event)
 
     async def hello(self, ws: WebSocketConnection, receive: Receive, sink: FrameSink) -> None:
+        self.evicted = None
+        if self.clock is not None:
+            self.live.new_connection(self.clock())
         first = await receive()  # whatever it says ("connected", "success", …): the server is listening
         for event in _events(_decoded(first.text)):
             if event.get("ev") == "status":
@@ -85,8 +102,10 @@ class PolygonProtocol:
             return frame  # the normalizer dead-letters it with the reason
         if isinstance(decoded, list):
             self._look_at(decoded, frame.text)
+            self.live.observe(decoded)
         elif isinstance(decoded, dict):  # a lone event, looked at like a frame of one
             self._look_at([decoded], "status" if decoded.get("ev") == "status" else "")
+            self.live.observe([decoded])
         return attrs.evolve(frame, decoded=decoded)
 
     def _look_at(self, decoded: list[Any], text: str) -> None:
@@ -138,9 +157,10 @@ class PolygonProtocol:
                     if isinstance(status := event.get("status"), str) and status in wanted:
                         return str(event["status"]), str(event.get("message", ""))
 
-    @staticmethod
-    def _log_status(event: dict[str, Any]) -> None:
+    def _log_status(self, event: dict[str, Any]) -> None:
         status, message = event.get("status"), event.get("message")
+        if status == "max_connections":
+            self.evicted = str(message)
         if isinstance(status, str) and status in ERROR_STATUSES:  # any JSON may arrive: a list is unhashable
             log.warning("server status", status=status, message=message)
         else:
@@ -158,14 +178,27 @@ class PolygonFeed:
     max_silence_s: float | None = 90.0
     name: str = NAME
     finite: bool = False
+    backfill: Any = None
+    """The backfill service of this feed's gaps (``bridge.app.backfill``), when one is wired."""
     protocol: PolygonProtocol = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         pinned = frozenset(c if c.startswith("O:") else f"O:{c}" for c in self.quote_contracts)
-        self.protocol = PolygonProtocol(self.api_key, self.channels, QuoteSubscriptions(self.quote_limit, pinned))
+        self.protocol = PolygonProtocol(
+            self.api_key, self.channels, QuoteSubscriptions(self.quote_limit, pinned), clock=self.clock
+        )
 
     async def run(self, sink: FrameSink) -> None:
         session = WebSocketSession(
             feed=self.name, url=self.url, clock=self.clock, protocol=self.protocol, max_silence_s=self.max_silence_s
         )
-        await session.run(sink)
+        try:
+            await session.run(sink)
+        except StreamClosed:
+            if self.protocol.evicted is None:
+                raise
+            # the vendor keeps the newest connection of a key: reconnecting at once would evict the other one
+            raise RetryLater(
+                f"another connection with this key took over (max_connections: {self.protocol.evicted})",
+                TOO_MANY_CONNECTIONS_RETRY_S,
+            ) from None

@@ -41,6 +41,7 @@ from bridge.logs import get_logger
 
 log = get_logger(__name__)
 
+MESSAGE_QUEUE: Final = 4
 REJECTED_CREDENTIALS_RETRY_S: Final = 300.0
 TOO_MANY_CONNECTIONS_RETRY_S: Final = 60.0
 OVERSIZED_PREFIX_BYTES: Final = 64 * 1024
@@ -300,7 +301,9 @@ async def open_websocket_client(
                 host=host_header,
                 path=resource,
                 client_extra_headers=[(key.encode(), value.encode()) for key, value in headers],
-                message_queue_size=64,
+                # messages read off the socket and not yet journaled: few, so the bytes they hold stay small
+                # (MESSAGE_QUEUE times the message limit at worst; a full queue stops reading the socket)
+                message_queue_size=MESSAGE_QUEUE,
                 max_message_size=max_message_bytes,
                 receive_buffer_size=64 * 1024,
             )

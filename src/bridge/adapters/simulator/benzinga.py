@@ -17,7 +17,7 @@ import random
 from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, Final
 
 import attrs
@@ -25,6 +25,7 @@ import orjson
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
+from bridge.adapters.simulator.oauth import Request, Response, serve_rest
 from bridge.adapters.simulator.server import SentLog, bearer_token, serve_loopback
 
 TICKERS: Final = ("AAPL", "MSFT", "NVDA", "TSLA", "SPY", "QQQ", "NSRGY", "TM", "BABA", "SAP")
@@ -109,6 +110,69 @@ class BenzingaScenario:
                          "timestamp": self.now.isoformat().replace("+00:00", "Z"), "content": content}}  # fmt: skip
 
 
+@attrs.define
+class BenzingaNewsApi:
+    """The REST side of the simulated newsroom: ``GET /api/v2/news`` over every article's latest state.
+
+    ``token``, ``updatedSince`` (Unix seconds), ``pageSize`` (1-100, default 15), ``page`` (from 0),
+    ``displayOutput`` (``full``, ``abstract``: no body, ``headline``: no body nor teaser), answered as a
+    JSON array ordered by update time. Removed articles are not listed. ``entitled=False`` answers 401
+    as a key without the news API does; ``rate_limited_requests`` answers the next N with 429.
+    """
+
+    token: str
+    base_url: str = ""
+    entitled: bool = True
+    rate_limited_requests: int = 0
+    requests: int = 0
+    articles: dict[int, dict[str, Any]] = attrs.Factory(dict)
+
+    def record(self, message: dict[str, Any]) -> None:
+        data = message["data"]
+        content = data["content"]
+        article_id = content["id"]
+        if data["action"].lower() in ("removed", "deleted"):
+            self.articles.pop(article_id, None)
+            return
+        created = content.get("created") or format_datetime(datetime.fromisoformat(content["created_at"]))
+        updated = content.get("updated") or format_datetime(datetime.fromisoformat(content["updated_at"]))
+        stocks = content.get("stocks") or [{"name": s["symbol"]} for s in content.get("securities", [])]
+        channels = [c if isinstance(c, dict) else {"name": c} for c in content.get("channels", [])]
+        self.articles.pop(article_id, None)  # re-inserted last: the dict stays in update order
+        self.articles[article_id] = {
+            "id": article_id, "author": content.get("author", "Benzinga"), "created": created, "updated": updated,
+            "title": content["title"], "teaser": content.get("teaser", ""), "body": content["body"],
+            "url": content.get("url", ""), "image": [], "channels": channels, "stocks": stocks, "tags": [],
+        }  # fmt: skip
+
+    async def news(self, request: Request) -> Response:
+        self.requests += 1
+        if request.query.get("token") != self.token or not self.entitled:
+            return Response(401, b'{"message": "Unauthorized. Missing or Invalid key."}')
+        if self.rate_limited_requests > 0:
+            self.rate_limited_requests -= 1
+            return Response(429, b'{"message": "Too Many Requests"}')
+        try:
+            since = int(request.query.get("updatedSince", "0"))
+            size = int(request.query.get("pageSize", "15"))
+            page = int(request.query.get("page", "0"))
+            if not 1 <= size <= 100 or page < 0:
+                raise ValueError
+        except ValueError:
+            return Response(400, b'{"message": "invalid parameters"}')
+        output = request.query.get("displayOutput", "full")
+        matching = [a for a in self.articles.values() if parsedate_to_datetime(a["updated"]).timestamp() >= since]
+        shown = []
+        for article in matching[page * size : (page + 1) * size]:
+            article = dict(article)
+            if output in ("abstract", "headline"):
+                article.pop("body")
+            if output == "headline":
+                article.pop("teaser")
+            shown.append(article)
+        return Response(200, orjson.dumps(shown))
+
+
 BAD_FRAME: Final = '{"api_version": "websocket/v1", "data": {"action": "Created", "content": '
 REPLAY_SIZE: Final = 100
 
@@ -148,6 +212,7 @@ async def serve_benzinga_simulator(
     log: SentLog | None = None,
     replay_size: int = REPLAY_SIZE,
     accepts_actions: bool = True,
+    news_api: BenzingaNewsApi | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; ``task_status.started`` gets the ``ws://…/api/v1/news/stream`` URL.
@@ -162,7 +227,8 @@ async def serve_benzinga_simulator(
 
     ``log`` counts each good message handed to a socket (live or replayed) as one ``news_events``
     message; ``extra`` has ``published``, ``published_while_disconnected``, ``replays``, ``replayed``
-    and ``text_refused``.
+    and ``text_refused``. Given ``news_api``, every published message updates it and it is served on
+    a side port (``news_api.base_url``).
     """
     sent = log if log is not None else SentLog()
     messages = BenzingaScenario(seed, start).messages()
@@ -189,6 +255,8 @@ async def serve_benzinga_simulator(
                 text = BAD_FRAME
             else:
                 message = next(messages)
+                if news_api is not None:
+                    news_api.record(message)
                 text = orjson.dumps(message).decode()
                 recent.append((message, text))
                 published += 1
@@ -248,6 +316,9 @@ async def serve_benzinga_simulator(
             leave(client)
 
     async with trio.open_nursery() as nursery:
+        if news_api is not None:
+            rest_port = await nursery.start(functools.partial(serve_rest, {"/api/v2/news": news_api.news}, host=host))
+            news_api.base_url = f"http://{host}:{rest_port}"
         nursery.start_soon(publish)
         url = await nursery.start(
             functools.partial(serve_loopback, handler, host=host, port=port, path="/api/v1/news/stream")
@@ -255,4 +326,4 @@ async def serve_benzinga_simulator(
         task_status.started(url)
 
 
-__all__ = ["BenzingaScenario", "SentLog", "serve_benzinga_simulator"]
+__all__ = ["BenzingaNewsApi", "BenzingaScenario", "SentLog", "serve_benzinga_simulator"]

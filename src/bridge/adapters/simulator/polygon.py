@@ -12,6 +12,9 @@ The scenario is deterministic and shared by all connections, so a reconnecting c
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import itertools
 import math
 import random
 from collections import Counter
@@ -24,6 +27,8 @@ import orjson
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
+from bridge.adapters.simulator.oauth import serve_rest
+from bridge.adapters.simulator.polygon_market import PolygonMarket
 from bridge.adapters.simulator.server import SentLog, serve_loopback
 
 EXCHANGES: Final = (300, 301, 302, 303, 304, 307, 308, 309, 312, 313, 315, 316, 319, 322, 323, 325)
@@ -89,20 +94,24 @@ class PolygonScenario:
                 step = int(self._elapsed_ms)
                 self.at_ms += step
                 self._elapsed_ms -= step
-            ticker = rng.choice(self.contracts)
-            mid = self.mids[ticker] = max(0.05, self.mids[ticker] * math.exp(rng.gauss(0, 0.002)))
-            half = max(0.01, round(mid * 0.02, 2))
-            bid, ask = round(max(0.0, mid - half), 2), round(mid + half, 2)
-            self.sequence[ticker] += 1
-            if rng.random() < self.quote_share:
-                yield {"ev": "Q", "sym": ticker, "bx": rng.choice(EXCHANGES), "ax": rng.choice(EXCHANGES),
-                       "bp": bid, "ap": ask, "bs": rng.randint(1, 500), "as": rng.randint(1, 500),
-                       "t": self.at_ms, "q": self.sequence[ticker]}  # fmt: skip
-            else:
-                price = rng.choice((bid, ask, ask, round((bid + ask) / 2, 3), round(ask + 0.01, 2)))
-                yield {"ev": "T", "sym": ticker, "x": rng.choice(EXCHANGES), "p": price,
-                       "s": min(int(rng.paretovariate(1.2)), 10_000), "c": [rng.choice((209, 219, 227, 233))],
-                       "t": self.at_ms, "q": self.sequence[ticker]}  # fmt: skip
+            yield self.event_at(self.at_ms)
+
+    def event_at(self, at_ms: int) -> dict[str, Any]:
+        """The session's next event (a quote or a trade of a random contract), stamped ``at_ms``."""
+        rng = self.rng
+        ticker = rng.choice(self.contracts)
+        mid = self.mids[ticker] = max(0.05, self.mids[ticker] * math.exp(rng.gauss(0, 0.002)))
+        half = max(0.01, round(mid * 0.02, 2))
+        bid, ask = round(max(0.0, mid - half), 2), round(mid + half, 2)
+        self.sequence[ticker] += 1
+        if rng.random() < self.quote_share:
+            return {"ev": "Q", "sym": ticker, "bx": rng.choice(EXCHANGES), "ax": rng.choice(EXCHANGES),
+                    "bp": bid, "ap": ask, "bs": rng.randint(1, 500), "as": rng.randint(1, 500),
+                    "t": at_ms, "q": self.sequence[ticker]}  # fmt: skip
+        price = rng.choice((bid, ask, ask, round((bid + ask) / 2, 3), round(ask + 0.01, 2)))
+        return {"ev": "T", "sym": ticker, "x": rng.choice(EXCHANGES), "p": price,
+                "s": min(int(rng.paretovariate(1.2)), 10_000), "c": [rng.choice((209, 219, 227, 233))],
+                "t": at_ms, "q": self.sequence[ticker]}  # fmt: skip
 
 
 @attrs.frozen
@@ -138,6 +147,35 @@ def prebuilt_frames(scenario: PolygonScenario, total_trades: int, batch_size: in
     return frames
 
 
+MAX_CONNECTIONS_MESSAGE: Final = (
+    "Maximum number of websocket connections exceeded. You have reached the connection limit for your account."
+    " Please contact support at https://polygon.io/contact to increase your limit."
+)
+"""What the service says to the oldest connection of a key when a newer one authenticates."""
+SUBSCRIBER_BUFFER_FRAMES: Final = 10_000
+"""Frames a market-mode connection may fall behind before the server drops it (a slow consumer)."""
+
+
+@attrs.define
+class _Subscriber:
+    channels: set[str]
+    send: trio.MemorySendChannel[list[dict[str, Any]]]
+    overflow: trio.Event = attrs.Factory(trio.Event)
+
+    def offer(self, batch: list[dict[str, Any]]) -> None:
+        wanted = [event for event in batch if _wanted(self.channels, event)]
+        if wanted:
+            try:
+                self.send.send_nowait(wanted)
+            except trio.WouldBlock:
+                self.overflow.set()
+
+
+def _wanted(channels: set[str], event: dict[str, Any]) -> bool:
+    kind = event["ev"]
+    return f"{kind}.*" in channels or f"{kind}.{event['sym']}" in channels
+
+
 async def serve_polygon_simulator(
     *,
     api_key: str,
@@ -154,22 +192,73 @@ async def serve_polygon_simulator(
     log: SentLog | None = None,
     frames: Iterable[PolygonFrame] | None = None,
     connect_event: str = CONNECTED_EVENT,
+    market: PolygonMarket | None = None,
+    keep_trading: bool = True,
+    open_at_first_subscription: bool = False,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; ``task_status.started`` gets the ``ws://`` URL. ``log`` counts trades as
     ``options_flow`` messages and keeps ``extra['quotes']``, ``extra['max_quote_subscriptions']``.
 
+    With a rate (``events_per_second``) and no ``frames``, the market keeps trading whether anybody is
+    connected (``keep_trading``, as the vendor's does): events are stamped with the market's clock
+    (``start`` plus the time elapsed) and a connection gets those that happen while it is subscribed;
+    ``total_trades`` then bounds the trades that happen, not those sent. Given ``market``, every event
+    is kept there and served on REST on a side port (``market.base_url``; see ``polygon_market``).
+    Without a rate the scenario is streamed as fast as a connection reads it, pausing in between.
+    ``open_at_first_subscription`` holds the market's first trade until a client has subscribed (so a
+    test can expect every trade of the session to land, none happening before the bridge existed).
+
     ``frames`` (from ``prebuilt_frames``) replaces the generated scenario: they are sent in order,
     over all connections, and then the server goes quiet; quotes for contracts the client has not
     subscribed are still filtered out, as the real service does.
+
+    One connection per key: when a second one authenticates, the first gets a ``max_connections``
+    status and is closed, as the service does.
     """
     sent = log if log is not None else SentLog()
-    events = PolygonScenario(seed, start, contracts=contracts).events()
+    scenario_start = start or datetime.now(UTC)
+    scenario = PolygonScenario(seed, scenario_start, contracts=contracts)
+    opened = trio.current_time()
+    events = scenario.events()
     prebuilt = None if frames is None else iter(frames)
+    market_mode = keep_trading and events_per_second is not None and frames is None
+    subscribers: dict[int, _Subscriber] = {}
+    by_key: dict[str, tuple[Any, Any]] = {}
+    connection_ids = itertools.count(1)
+    first_subscription = trio.Event()
+
+    async def run_market() -> None:
+        assert events_per_second is not None
+        if open_at_first_subscription:
+            await first_subscription.wait()
+            scenario.at_ms = int(scenario_start.timestamp() * 1000) + round((trio.current_time() - opened) * 1000)
+        interval = batch_size / events_per_second
+        started, last_ms = trio.current_time(), scenario.at_ms
+        due, generated = started, 0
+        while total_trades is None or generated < total_trades:
+            due += interval
+            await trio.sleep_until(due)
+            now_ms = scenario.at_ms + round((trio.current_time() - started) * 1000)
+            batch: list[dict[str, Any]] = []
+            for index in range(batch_size):
+                event = scenario.event_at(last_ms + (now_ms - last_ms) * (index + 1) // batch_size)
+                if event["ev"] == "T":
+                    if total_trades is not None and generated >= total_trades:
+                        break
+                    generated += 1
+                batch.append(event)
+                if market is not None:
+                    market.record(event)
+            last_ms = now_ms
+            sent.extra["trades_generated"] = generated
+            for subscriber in list(subscribers.values()):
+                subscriber.offer(batch)
 
     async def handler(request: WebSocketRequest) -> None:
         ws = await request.accept()
         sent.connections += 1
+        connection = next(connection_ids)
         send_lock = trio.Lock()
         channels: set[str] = set()
         subscribed = trio.Event()
@@ -177,6 +266,16 @@ async def serve_polygon_simulator(
         async def send(text: str) -> None:
             async with send_lock:
                 await ws.send_message(text)
+
+        async def evict_older_connection() -> None:
+            older = by_key.get(api_key)
+            by_key[api_key] = (ws, send)
+            if older is None or older[0].closed is not None:
+                return
+            sent.extra["max_connections"] += 1
+            with contextlib.suppress(ConnectionClosed):
+                await older[1](_status("max_connections", MAX_CONNECTIONS_MESSAGE))
+                await older[0].aclose(code=1008, reason="max_connections")
 
         try:
             await send(connect_event)
@@ -192,6 +291,7 @@ async def serve_polygon_simulator(
                 sent.extra["auth_failed"] += 1
                 await ws.aclose(code=1008, reason="authentication failed")
                 return
+            await evict_older_connection()
             await send(_status("auth_success", "authenticated"))
 
             async def read_subscriptions() -> None:
@@ -214,10 +314,10 @@ async def serve_polygon_simulator(
                     sent.extra["max_quote_subscriptions"] = max(sent.extra["max_quote_subscriptions"], quotes)
                     if any(c.startswith("T.") for c in channels):
                         subscribed.set()
+                        first_subscription.set()
 
             def wanted(event: dict[str, Any]) -> bool:
-                kind = event["ev"]
-                return f"{kind}.*" in channels or f"{kind}.{event['sym']}" in channels
+                return _wanted(channels, event)
 
             def generated() -> tuple[str, list[dict[str, Any]], int, int] | None:
                 left = None if total_trades is None else total_trades - sent.messages_by_table["options_flow"]
@@ -265,20 +365,56 @@ async def serve_polygon_simulator(
                     frames_here += 1
                 await ws.aclose(code=1001, reason="simulated disconnect")
 
+            async def stream_market() -> None:
+                send_batches, batches = trio.open_memory_channel[list[dict[str, Any]]](SUBSCRIBER_BUFFER_FRAMES)
+                subscriber = subscribers[connection] = _Subscriber(channels, send_batches)
+                frames_here = 0
+                async with trio.open_nursery() as watch:
+
+                    async def drop_when_slow() -> None:
+                        await subscriber.overflow.wait()
+                        sent.extra["slow_consumer"] += 1
+                        await ws.aclose(code=1008, reason="slow consumer")
+
+                    watch.start_soon(drop_when_slow)
+                    while disconnect_every_frames is None or frames_here < disconnect_every_frames:
+                        batch = await batches.receive()
+                        await send(orjson.dumps(batch).decode())
+                        trades = sum(event["ev"] == "T" for event in batch)
+                        sent.record_good(batch, {"options_flow": trades})
+                        sent.extra["quotes"] += len(batch) - trades
+                        frames_here += 1
+                    subscribers.pop(connection, None)
+                    await ws.aclose(code=1001, reason="simulated disconnect")
+                    watch.cancel_scope.cancel()
+
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(read_subscriptions)
-                await stream()
+                await (stream_market() if market_mode else stream())
                 nursery.cancel_scope.cancel()
         except* ConnectionClosed:
             pass  # the client went away (or we closed it): this connection is over
+        finally:
+            subscribers.pop(connection, None)
+            if by_key.get(api_key, (None,))[0] is ws:
+                del by_key[api_key]
 
-    await serve_loopback(handler, host=host, port=port, path="/options", task_status=task_status)
+    async with trio.open_nursery() as nursery:
+        if market is not None:
+            rest_port = await nursery.start(functools.partial(serve_rest, market.routes(), host=host))
+            market.base_url = f"http://{host}:{rest_port}"
+        if market_mode:
+            nursery.start_soon(run_market)
+        url = await nursery.start(functools.partial(serve_loopback, handler, host=host, port=port, path="/options"))
+        task_status.started(url)
 
 
 __all__ = [
     "CONNECTED_EVENT",
+    "MAX_CONNECTIONS_MESSAGE",
     "SPEC_CONNECT_EVENT",
     "PolygonFrame",
+    "PolygonMarket",
     "PolygonScenario",
     "SentLog",
     "prebuilt_frames",

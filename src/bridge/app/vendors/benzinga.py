@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from bridge.adapters.backfill.benzinga import BenzingaNews
 from bridge.adapters.feeds.benzinga import BenzingaFeed, with_token
-from bridge.adapters.simulator.benzinga import serve_benzinga_simulator
+from bridge.adapters.simulator.benzinga import BenzingaNewsApi, serve_benzinga_simulator
 from bridge.adapters.simulator.server import SentLog
-from bridge.app.setting_types import WebSocketUrl, setting
+from bridge.app.backfill import BenzingaBackfiller
+from bridge.app.setting_types import HttpUrl, WebSocketUrl, setting
 from bridge.app.vendors.base import CheckResult, FeedSpec, Simulated, SimulatorOptions
 from bridge.app.vendors.probes import check_websocket
 from bridge.domain.normalizers.benzinga import BenzingaNormalizer
@@ -32,11 +34,26 @@ class BenzingaSettings:
         WebSocketUrl("wss://api.benzinga.com/api/v1/news/stream"),
         "news stream URL (tickers/channels filters may be added)",
     )
+    rest_url: HttpUrl = setting(HttpUrl("https://api.benzinga.com"), "news REST base (gap backfill, /api/v2/news)")
 
 
 def build_feed(vendor: BenzingaSettings, core: Settings, clock: Clock) -> Feed:
     assert vendor.api_key is not None
-    return BenzingaFeed(url=vendor.url, api_key=vendor.api_key, clock=clock)
+    feed = BenzingaFeed(url=vendor.url, api_key=vendor.api_key, clock=clock)
+    feed.backfill = build_backfiller(vendor, feed, clock)
+    return feed
+
+
+def build_backfiller(vendor: BenzingaSettings, feed: BenzingaFeed, clock: Clock) -> BenzingaBackfiller:
+    """The gap backfill of ``feed``: REST news updated since just before the newest update it had seen."""
+    assert vendor.api_key is not None
+    token, rest_url, protocol = vendor.api_key, vendor.rest_url, feed.protocol
+    return BenzingaBackfiller(
+        news=lambda: BenzingaNews(rest_url, token),
+        clock=clock,
+        newest_seen=lambda: protocol.newest_before_connection,
+        replay_covered=protocol.replay_covered,
+    )
 
 
 def build_normalizer(vendor: BenzingaSettings, core: Settings) -> Normalizer:
@@ -52,6 +69,7 @@ async def simulate(
     options: SimulatorOptions, *, task_status: trio.TaskStatus[Simulated[BenzingaSettings]] = trio.TASK_STATUS_IGNORED
 ) -> None:
     token, sent = secrets.token_urlsafe(16), SentLog()
+    news_api = BenzingaNewsApi(token)
     async with trio.open_nursery() as nursery:
         url = await nursery.start(
             functools.partial(
@@ -64,9 +82,11 @@ async def simulate(
                 log=sent,
                 seed=options.seed,
                 start=options.start,
+                news_api=news_api,
             )
         )
-        task_status.started(Simulated(BenzingaSettings(api_key=token, url=WebSocketUrl(url)), sent))
+        vendor = BenzingaSettings(api_key=token, url=WebSocketUrl(url), rest_url=HttpUrl(news_api.base_url))
+        task_status.started(Simulated(vendor, sent))
 
 
 def summarize(sent: SentLog) -> str:

@@ -11,12 +11,15 @@ import orjson
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
+from bridge.adapters.backfill.polygon import PolygonRest
 from bridge.adapters.feeds.polygon import PolygonFeed
-from bridge.adapters.simulator.polygon import serve_polygon_simulator
+from bridge.adapters.simulator.polygon import PolygonMarket, serve_polygon_simulator
 from bridge.adapters.simulator.server import SentLog
+from bridge.app.backfill import PolygonBackfiller
 from bridge.app.setting_types import HttpUrl, OptionContracts, PositiveInt, TextList, WebSocketUrl, setting
 from bridge.app.vendors.base import CheckResult, FeedSpec, Simulated, SimulatorOptions
 from bridge.app.vendors.probes import why
+from bridge.domain.backfill import PolygonBackfillNormalizer
 from bridge.domain.nbbo import NbboBook
 from bridge.domain.normalizers.polygon import PolygonNormalizer
 from bridge.domain.ports import Clock, Feed, Normalizer
@@ -44,7 +47,7 @@ class PolygonSettings:
 
 def build_feed(vendor: PolygonSettings, core: Settings, clock: Clock) -> Feed:
     assert vendor.api_key is not None
-    return PolygonFeed(
+    feed = PolygonFeed(
         url=vendor.url,
         api_key=vendor.api_key,
         clock=clock,
@@ -53,11 +56,28 @@ def build_feed(vendor: PolygonSettings, core: Settings, clock: Clock) -> Feed:
         quote_contracts=frozenset(vendor.quote_contracts),
         max_silence_s=core.max_silence_s,
     )
+    feed.backfill = build_backfiller(vendor, core, feed, clock)
+    return feed
+
+
+def build_backfiller(vendor: PolygonSettings, core: Settings, feed: PolygonFeed, clock: Clock) -> PolygonBackfiller:
+    """The gap backfill of ``feed``: REST trades of the configured and most recently traded contracts."""
+    assert vendor.api_key is not None
+    api_key, rest_url = vendor.api_key, vendor.rest_url
+    return PolygonBackfiller(
+        live=feed.protocol.live,
+        rest=lambda: PolygonRest(rest_url, api_key),
+        clock=clock,
+        contracts=tuple(vendor.backfill_contracts),
+        max_contracts=vendor.backfill_max_contracts,
+        quote_max_age_ms=core.quote_max_age_ms,
+    )
 
 
 def build_normalizer(vendor: PolygonSettings, core: Settings) -> Normalizer:
+    """The stream's normalizer, which also reads the backfill's frames (each with an NBBO book of its own)."""
     book = NbboBook(max_idle_ms=round(core.nbbo_max_idle_s * 1000), max_contracts=core.nbbo_max_contracts)
-    return PolygonNormalizer(quote_max_age_ms=core.quote_max_age_ms, book=book)
+    return PolygonBackfillNormalizer(quote_max_age_ms=core.quote_max_age_ms, book=book)
 
 
 async def probe(vendor: PolygonSettings) -> CheckResult:
@@ -83,6 +103,7 @@ async def simulate(
     options: SimulatorOptions, *, task_status: trio.TaskStatus[Simulated[PolygonSettings]] = trio.TASK_STATUS_IGNORED
 ) -> None:
     api_key, sent = secrets.token_urlsafe(16), SentLog()
+    market = PolygonMarket(api_key)
     async with trio.open_nursery() as nursery:
         url = await nursery.start(
             functools.partial(
@@ -95,9 +116,13 @@ async def simulate(
                 log=sent,
                 seed=options.seed,
                 start=options.start,
+                market=market,
             )
         )
-        vendor = PolygonSettings(api_key=api_key, url=WebSocketUrl(url), quote_limit=PositiveInt(DEMO_QUOTE_LIMIT))
+        vendor = PolygonSettings(
+            api_key=api_key, url=WebSocketUrl(url), quote_limit=PositiveInt(DEMO_QUOTE_LIMIT),
+            rest_url=HttpUrl(market.base_url),
+        )  # fmt: skip
         task_status.started(Simulated(vendor, sent))
 
 
