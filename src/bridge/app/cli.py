@@ -25,12 +25,14 @@ from rich.table import Table as RichTable
 
 from bridge.adapters.journal import JournalLocked, JournalUnusable
 from bridge.adapters.postgres.conninfo import redact_conninfo
+from bridge.adapters.postgres.leases import open_leases
 from bridge.adapters.postgres.migrations import DatabaseUnreachable, MigrationError, migrate, pending
 from bridge.adapters.postgres.repository import PostgresRepository, open_repository
 from bridge.adapters.recording import InvalidRecordingLine, RecordingWriter, read_recording
 from bridge.adapters.replay import ReplayFeed
 from bridge.app.checks import describe_database
 from bridge.app.database import EmbeddedDatabaseFailed, open_database
+from bridge.app.leases import LeaseCoordinator, LeaseTiming
 from bridge.app.pipeline import run_bridge
 from bridge.app.registry import FEEDS, build_feed, build_normalizers
 from bridge.app.runtime import tune_garbage_collector
@@ -112,6 +114,15 @@ def _innermost(exc: BaseException) -> BaseException:
 def repository_for(
     settings: Settings, *, database_url: str | None = None, require_reachable: bool = True
 ) -> Iterator[PostgresRepository]:
+    with database_for(settings, database_url=database_url, require_reachable=require_reachable) as (_, repository):
+        yield repository
+
+
+@contextmanager
+def database_for(
+    settings: Settings, *, database_url: str | None = None, require_reachable: bool = True
+) -> Iterator[tuple[str, PostgresRepository]]:
+    """The database's URL (the embedded server's, if none is given) and a repository on it."""
     url_given = database_url or settings.database_url
     # `bridge run` on a server of the user's own applies no migrations (that is `bridge migrate`'s job, and the
     # server may be down at start); the embedded one is the bridge's own and is migrated as it starts
@@ -122,7 +133,7 @@ def repository_for(
     ):
         if not require_reachable:
             require_migrated(url)
-        yield repository
+        yield url, repository
 
 
 def require_migrated(url: str) -> None:
@@ -157,9 +168,14 @@ def run() -> None:
     if problems:
         fail(str(SettingsError(problems)), EXIT_CONFIG)
     stats = PipelineStats()
-    with repository_for(settings, require_reachable=False) as repository:
+    with (
+        database_for(settings, require_reachable=False) as (url, repository),
+        open_leases(url, pool_mode=settings.db_pool_mode) as lease_store,
+    ):
         log.info("bridge starting", feeds=feeds, database=describe_database(settings),
-                 journal=str(settings.effective_journal_dir))  # fmt: skip
+                 journal=str(settings.effective_journal_dir), instance=settings.instance_id,
+                 lease_ttl_s=settings.lease_ttl_s)  # fmt: skip
+        leases = LeaseCoordinator(lease_store, settings.instance_id, feeds, LeaseTiming(settings.lease_ttl_s), stats)
         tune_garbage_collector()
         flushed = trio.run(
             functools.partial(
@@ -172,6 +188,7 @@ def run() -> None:
                 http_port=settings.http_port,
                 http_host=settings.http_host,
                 clock=utc_now,
+                leases=leases,
             )
         )
     log.info("bridge stopped", frames=stats.total_frames, rows_written=stats.total_rows_written, flushed=flushed)

@@ -26,6 +26,7 @@ import trio
 from bridge.adapters.journal import DamagedRecord, FeedLog, Journal, JournalConfig, Record, open_journal
 from bridge.app.backfill import backfillers_of, serve_backfills
 from bridge.app.gaps import GapTracker
+from bridge.app.leases import Lease, LeaseCoordinator
 from bridge.app.stats import FeedState, PipelineStats
 from bridge.app.supervisor import supervise_feed
 from bridge.app.writer import ByteBudget, DeadLetterSender, Delivery, TableWriter
@@ -289,15 +290,24 @@ async def open_pipeline(
             nursery.cancel_scope.cancel()
 
 
-async def run_feeds(feeds: Sequence[Feed], pipeline: Pipeline, restart: BackoffPolicy) -> None:
+async def run_feeds(
+    feeds: Sequence[Feed], pipeline: Pipeline, restart: BackoffPolicy, leases: LeaseCoordinator | None = None
+) -> None:
     """Run every feed under its own supervisor, and the backfill of the gaps of those that have one;
-    return when all finite feeds have finished."""
-    async with trio.open_nursery() as nursery:
+    return when all finite feeds have finished.
+
+    With ``leases``, each feed runs only while this process holds its lease (and its supervisor is
+    told, so that no frame is journaled past the lease's deadline); a standby waits for the lease.
+    """
+    async with trio.open_nursery() as around:  # what serves the feeds: cancelled once they have finished
         if pipeline.gaps is not None and (backfillers := backfillers_of(feeds)):
-            await nursery.start(serve_backfills, backfillers, pipeline.gaps, pipeline)
-        for feed in feeds:
-            nursery.start_soon(
-                functools.partial(
+            await around.start(serve_backfills, backfillers, pipeline.gaps, pipeline)
+        if leases is not None:
+            leases.gaps = pipeline.gaps  # the ledger lives with the pipeline: lease stops are its rows too
+            around.start_soon(leases.serve_heartbeat, name="leases:heartbeat")
+        async with trio.open_nursery() as nursery:
+            for feed in feeds:
+                supervise = functools.partial(
                     supervise_feed,
                     feed.name,
                     feed.run,
@@ -306,9 +316,19 @@ async def run_feeds(feeds: Sequence[Feed], pipeline: Pipeline, restart: BackoffP
                     pipeline.stats,
                     restart_when_finished=not feed.finite,
                     on_stopped=pipeline.feed_stopped,
-                ),
-                name=f"feed:{feed.name}",
-            )
+                )
+                if leases is None:
+                    nursery.start_soon(supervise, name=f"feed:{feed.name}")
+                else:
+                    nursery.start_soon(leases.run_leased, feed.name, _under_lease(supervise), name=f"feed:{feed.name}")
+        around.cancel_scope.cancel()
+
+
+def _under_lease(supervise: Callable[..., Awaitable[None]]) -> Callable[[Lease], Awaitable[None]]:
+    async def run(lease: Lease) -> None:
+        await supervise(lease_valid=lease.valid)
+
+    return run
 
 
 async def run_bridge(
@@ -321,6 +341,7 @@ async def run_bridge(
     wait_for_stop: Callable[[], Awaitable[None]],
     *,
     tap: FrameTap | None = None,
+    leases: LeaseCoordinator | None = None,
 ) -> bool:
     """Run until every feed finishes or a stop is requested; return whether every frame was committed.
 
@@ -343,8 +364,10 @@ async def run_bridge(
         nursery.start_soon(stop_on_request)
         async with open_pipeline(repository, normalizers, config, stats, clock, tap) as pipeline:
             with feeds_scope:
-                await run_feeds(feeds, pipeline, config.feed_restart)
+                await run_feeds(feeds, pipeline, config.feed_restart, leases)
             for feed in feeds:
+                if leases is not None and feed.name not in stats.feed_state:
+                    continue  # a standby's feed: another replica runs it, this stop is no gap of it
                 if stats.feed_state.get(feed.name) != FeedState.FINISHED:
                     stats.feed_state[feed.name] = FeedState.STOPPED
                     pipeline.feed_stopped(feed.name, "shutdown")

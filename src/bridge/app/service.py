@@ -19,6 +19,7 @@ from bridge.adapters.http import HttpBindError, serve_http
 from bridge.adapters.journal import JournalConfig
 from bridge.adapters.recording import RecordingWriter
 from bridge.app.health import http_routes
+from bridge.app.leases import LeaseCoordinator
 from bridge.app.pipeline import FrameTap, PipelineConfig, run_bridge
 from bridge.app.progress import serve_progress_log
 from bridge.app.stats import FeedState, PipelineStats
@@ -121,11 +122,13 @@ async def serve_until_signalled(
     tap: FrameTap | None = None,
     clock: Clock = utc_now,
     progress_interval_s: float | None = None,
+    leases: LeaseCoordinator | None = None,
 ) -> bool:
     """``bridge run``: the pipeline, its HTTP endpoints and the progress log until SIGTERM/SIGINT.
 
     Returns True when all was flushed. A ``progress`` line is logged every ``progress_interval_s``
-    (default ``PROGRESS_INTERVAL_S``), so the logs alone show the bridge's pulse.
+    (default ``PROGRESS_INTERVAL_S``), so the logs alone show the bridge's pulse. With ``leases`` each
+    feed runs only while this replica holds its lease (``bridge.app.leases``).
     """
     interval_s = PROGRESS_INTERVAL_S if progress_interval_s is None else progress_interval_s
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -143,7 +146,7 @@ async def serve_until_signalled(
                         raise HttpPortUnavailable(http_host, http_port, exc.strerror or str(exc)) from None
                     raise
             flushed = await run_bridge(
-                feeds, repository, normalizers, config, stats, clock, signal_waiter(signals), tap=tap
+                feeds, repository, normalizers, config, stats, clock, signal_waiter(signals), tap=tap, leases=leases
             )
             nursery.cancel_scope.cancel()
         return flushed

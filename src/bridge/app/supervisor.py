@@ -6,6 +6,10 @@ becomes ``task_status.started()``. The supervisor counts the frames the feed emi
 attempt that delivered any was productive, and the next one starts at once (see
 ``BackoffPolicy.after``). Each feed runs in its own nursery, so one failing (or being restarted)
 never disturbs its siblings; cancellation of the surrounding scope is the only way to stop it.
+
+Under a lease (``bridge.app.leases``) the supervisor is handed ``lease_valid``, checked before each
+frame goes on: past the lease's local deadline no frame is passed on, even one the socket delivered
+before the cancellation (whose deadline is the same instant) reached the feed.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class AttemptSink:
 
     inner: FrameSink
     task_status: trio.TaskStatus[None]
+    lease_valid: Callable[[], bool] | None = None
     connected_at: float | None = None
     frames_after_connected: int = 0
     _started: bool = False
@@ -59,6 +64,10 @@ class AttemptSink:
         self.ensure_started()
 
     async def emit(self, frame: ReceivedFrame) -> None:
+        if self.lease_valid is not None and not self.lease_valid():
+            # the lease's deadline has passed (a frozen process just resumed): this frame is not ours to
+            # keep, and the scope whose deadline is that same instant cancels this wait
+            await trio.sleep_forever()
         await self.inner.emit(frame)
         if self.connected_at is not None and frame.problem is None:
             self.frames_after_connected += 1
@@ -83,10 +92,12 @@ async def supervise_feed(
     *,
     restart_when_finished: bool = True,
     rng: Callable[[], float] = random.random,
+    lease_valid: Callable[[], bool] | None = None,
     on_stopped: Callable[[str, str], None] | None = None,
 ) -> None:
     """Run ``run(sink)`` forever (or until it finishes, for finite sources), restarting it on failure.
 
+    ``lease_valid``: whether this process may still read the feed (see the module's docstring).
     ``on_stopped(name, reason)`` is told each time the feed stops receiving (the gap ledger)."""
     failures = 0
     while True:
@@ -98,7 +109,7 @@ async def supervise_feed(
 
                 async def start(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
                     nonlocal attempt
-                    attempt = AttemptSink(sink, task_status)
+                    attempt = AttemptSink(sink, task_status, lease_valid)
                     await _attempt_task(run, attempt)
 
                 await nursery.start(start)
