@@ -152,7 +152,7 @@ class Harness:
         home = self.tmp / name
         port = free_port()
         variables = {"DATABASE_URL": self.database_url, "BRIDGE_HOME": str(home), "BRIDGE_INSTANCE_ID": name,
-                     "BRIDGE_LEASE_TTL_S": str(TTL_S), "BRIDGE_FEEDS": ",".join(self.feeds),
+                     "BRIDGE_LEASES": "on", "BRIDGE_LEASE_TTL_S": str(TTL_S), "BRIDGE_FEEDS": ",".join(self.feeds),
                      "BRIDGE_JOURNAL_RETAIN_S": "3600", "BRIDGE_LOG_FORMAT": "json", "BRIDGE_HTTP_PORT": str(port),
                      "BRIDGE_HTTP_HOST": "127.0.0.1", "BRIDGE_SHUTDOWN_GRACE_S": "10"}  # fmt: skip
         if "console" in self.feeds:

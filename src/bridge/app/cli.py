@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -168,14 +168,16 @@ def run() -> None:
     if problems:
         fail(str(SettingsError(problems)), EXIT_CONFIG)
     stats = PipelineStats()
-    with (
-        database_for(settings, require_reachable=False) as (url, repository),
-        open_leases(url, pool_mode=settings.db_pool_mode) as lease_store,
-    ):
+    with ExitStack() as stack:
+        url, repository = stack.enter_context(database_for(settings, require_reachable=False))
+        leases = None
+        if settings.leases == "on":
+            lease_store = stack.enter_context(open_leases(url, pool_mode=settings.db_pool_mode))
+            timing = LeaseTiming(settings.lease_ttl_s)
+            leases = LeaseCoordinator(lease_store, settings.instance_id, feeds, timing, stats)
         log.info("bridge starting", feeds=feeds, database=describe_database(settings),
                  journal=str(settings.effective_journal_dir), instance=settings.instance_id,
-                 lease_ttl_s=settings.lease_ttl_s)  # fmt: skip
-        leases = LeaseCoordinator(lease_store, settings.instance_id, feeds, LeaseTiming(settings.lease_ttl_s), stats)
+                 leases=settings.leases, lease_ttl_s=settings.lease_ttl_s)  # fmt: skip
         tune_garbage_collector()
         flushed = trio.run(
             functools.partial(

@@ -40,6 +40,7 @@ S = TypeVar("S", bound=AttrsInstance)
 LogFormat = Literal["json", "console"]
 PoolMode = Literal["auto", "direct", "session", "transaction"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+LeaseMode = Literal["on", "off"]
 
 NOT_SETTINGS: Final = frozenset({"BRIDGE_TEST_DATABASE_URL", "BRIDGE_DEMO_DATABASE_URL"})
 """``BRIDGE_*`` variables that are read elsewhere (the tests, ``bridge demo --database-url``)."""
@@ -90,6 +91,13 @@ class Settings:
     )
     journal_retain_s: NonNegativeFloat = setting(
         NonNegativeFloat(0.0), "seconds committed journal segments are kept", env="BRIDGE_JOURNAL_RETAIN_S"
+    )
+    leases: LeaseMode = setting(
+        "off",
+        "on: each feed runs only on the replica holding its lease in bridge_leases (several replicas; a database"
+        " outage longer than 3/4 of the lease pauses the feeds); off: this process runs every feed and its journal"
+        " carries any database outage (one replica)",
+        env="BRIDGE_LEASES",
     )
     lease_ttl_s: LeaseTtl = setting(
         LeaseTtl(10.0), "seconds a feed lease lasts unless renewed (at most 60)", env="BRIDGE_LEASE_TTL_S"
