@@ -11,6 +11,7 @@ import orjson
 import pytest
 import trio
 
+import bridge.adapters.journal as journal_module
 from bridge.adapters.journal import DamagedRecord, Journal, JournalConfig, JournalLocked, Record, open_journal
 from bridge.adapters.recording import read_recording
 from bridge.app.stats import PipelineStats
@@ -209,3 +210,15 @@ async def test_a_restart_rereads_the_warmup_window_for_normalizer_state(tmp_path
     warm = [item for item in items if isinstance(item, Record) and item.warmup]
     assert warm and all(item.seq < 1500 for item in warm)  # read for state only
     assert payloads(items) == list(range(1500, 2000))  # the rest exactly once
+
+
+async def test_a_lagging_reader_reads_in_chunks_and_a_record_longer_than_a_chunk_still_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "READ_CHUNK", 4096)  # records of ~1 KB: a chunk holds a few
+    sizes = [900] * 40 + [20_000] + [900] * 40
+    async with open_journal(config(tmp_path), PipelineStats()) as journal:
+        for n, size in enumerate(sizes):
+            await journal.append(frame(n, size=size))
+    async with open_journal(config(tmp_path), PipelineStats()) as journal:
+        assert payloads(await read_n(journal, "console", len(sizes))) == list(range(len(sizes)))

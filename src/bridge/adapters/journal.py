@@ -57,6 +57,8 @@ CHECKPOINT: Final = "checkpoint"
 LOCK: Final = "lock"
 DISK_FULL_RETRY_S: Final = 1.0
 CHECKPOINT_INTERVAL_S: Final = 0.2
+READ_CHUNK: Final = 2 * 1024 * 1024
+"""Bytes of a segment a lagging reader takes at a time."""
 RESUME_FRACTION: Final = 0.9
 DECODED_WEIGHT: Final = 6
 """What a frame weighs in memory, per character of its text, when it carries its parsed JSON (``decoded``):
@@ -472,7 +474,8 @@ class Journal:
         return JournalReader(self, self.log_of(feed))
 
     async def _read_disk(self, feed_log: FeedLog) -> list[Record | DamagedRecord]:
-        """Records from the cursor (or the warm-up start) up to what is written, the next segment's worth."""
+        """Records from the cursor (or the warm-up start) up to what is written, at most ``READ_CHUNK`` bytes of
+        one segment at a time (a catch-up after a long outage holds one chunk's frames in memory, not a segment's)."""
         upto = feed_log.written_seq
         start = feed_log.warmup_from if feed_log.warmup_from is not None else feed_log.cursor
         out: list[Record | DamagedRecord] = []
@@ -486,10 +489,16 @@ class Journal:
             offset = 0
             if feed_log.read_at is not None and feed_log.read_at[0] == segment.path and feed_log.read_at[2] <= start:
                 offset = feed_log.read_at[1]
+            limit = min(segment.readable, offset + READ_CHUNK)
             items, end, _ = await trio.to_thread.run_sync(
-                read_segment, segment.path, feed_log.feed, offset, segment.readable, limiter=self._reads
+                read_segment, segment.path, feed_log.feed, offset, limit, limiter=self._reads
             )
-            feed_log.read_at = (segment.path, end, upto + 1)
+            if end == offset and limit < segment.readable:  # one record longer than a chunk: read it whole
+                limit = segment.readable
+                items, end, _ = await trio.to_thread.run_sync(
+                    read_segment, segment.path, feed_log.feed, offset, limit, limiter=self._reads
+                )
+            next_seq = start
             for item in items:
                 if isinstance(item, DamagedRecord):
                     self.stats.journal_damaged_records += 1
@@ -503,6 +512,7 @@ class Journal:
                     out.append(item)
                     continue
                 seq, frame = item
+                next_seq = max(next_seq, seq + 1)
                 if seq < start or seq > upto:
                     continue
                 if seq < feed_log.cursor:
@@ -510,12 +520,14 @@ class Journal:
                     continue
                 feed_log.cursor = seq + 1  # a gap before it was damaged records (reported above)
                 out.append(Record(seq, frame))
-            start = feed_log.cursor
-            if not last and segment.last_seq < upto:
-                if feed_log.warmup_from is not None:  # the warm-up goes on in the next segment, if it is still before
-                    after = segment.last_seq + 1
+            feed_log.read_at = (segment.path, end, min(next_seq, upto + 1))
+            more_here = limit < segment.readable
+            if more_here or (not last and segment.last_seq < upto):
+                if feed_log.warmup_from is not None:  # the warm-up goes on after this chunk, if it is still before
+                    after = next_seq if more_here else segment.last_seq + 1
                     feed_log.warmup_from = after if after < feed_log.cursor else None
-                return out  # one segment at a time: memory stays bounded by a segment
+                return out
+            start = feed_log.cursor
         feed_log.warmup_from = None
         feed_log.cursor = max(feed_log.cursor, upto + 1)
         feed_log.notify()
