@@ -68,7 +68,9 @@ async def test_news_the_replay_does_not_reach_back_to_is_backfilled_from_rest(
     }  # every article standing at the end, with its latest headline
     ledger = dict(query(database_url, "select backfill_status, count(*) from bridge_feed_gaps"
                                       " where feed = 'benzinga' and ended_at is not null group by 1"))  # fmt: skip
-    assert ledger == {"done": backfiller.gaps_seen}
+    # a gap the 5-message replay still covered (a reconnect within 50 ms) needs no backfill; the others got one
+    assert set(ledger) <= {"done", "not_applicable"} and ledger.get("done", 0) >= 1
+    assert sum(ledger.values()) == backfiller.gaps_seen
     backfilled = query(database_url, "select count(*) from news_events where raw ? 'backfill'")[0][0]
     assert backfilled > 0
     assert query(database_url, "select count(*) from bridge_dead_letters") == [(0,)]

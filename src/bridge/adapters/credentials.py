@@ -315,6 +315,13 @@ class RefreshingToken:
 
     async def _exchange(self) -> Grant:
         refresh = await self._refresh_token()
+        # shielded: a vendor that rotates refresh tokens revokes the old one when it answers, so a shutdown
+        # between its answer and the token being kept would leave a restart with a dead token (15 s at most)
+        with trio.CancelScope(shield=True):
+            grant = await self._exchange_with(refresh)
+        return grant
+
+    async def _exchange_with(self, refresh: str) -> Grant:
         async with httpx.AsyncClient(timeout=15, headers=dict(self.headers), transport=self.transport) as client:
             response = await client.post(self.endpoint.url, **self.endpoint.request(refresh))
         if response.status_code in (400, 401, 403):

@@ -653,33 +653,46 @@ class Journal:
         feed_log.saved_checkpoint = mark
 
     async def _cleanup(self) -> None:
-        """Delete segments wholly before the saved checkpoint, once past ``retain_s`` and the warm-up window."""
+        """Delete segments wholly before the saved checkpoint, once past ``retain_s`` and the warm-up window.
+
+        At the budget, retention and the warm-up window give way (the budget is the promise; they are
+        conveniences), and the active segment goes too once all it holds is committed: a single large write
+        can make one segment most of the budget, and keeping it would keep the feeds paused for good.
+        """
         now = self.clock()
+        at_budget = self.paused is not None and self.paused.startswith("the journal reached")
         for feed_log in list(self.logs.values()):
-            while len(feed_log.segments) > 1:
+            while feed_log.segments:
                 segment = feed_log.segments[0]
-                if segment.last_seq >= feed_log.saved_checkpoint:
+                if segment.last_seq >= feed_log.saved_checkpoint or segment.last_seq < 0:
                     break
-                if segment.last_at is None:
-                    segment.last_at = await trio.to_thread.run_sync(_last_at, segment, limiter=self._reads)
-                newest = segment.last_at
-                if newest is not None:
-                    if newest + timedelta(seconds=self.config.retain_s) > now:
-                        break
-                    if feed_log.checkpoint_at is not None and (
-                        newest >= feed_log.checkpoint_at - timedelta(seconds=self.config.warmup_s)
-                    ):
-                        break
+                active = len(feed_log.segments) == 1
+                if active and not (at_budget and not feed_log.buffer and feed_log.written_seq == segment.last_seq):
+                    break
+                if not at_budget:
+                    if segment.last_at is None:
+                        segment.last_at = await trio.to_thread.run_sync(_last_at, segment, limiter=self._reads)
+                    newest = segment.last_at
+                    if newest is not None:
+                        if newest + timedelta(seconds=self.config.retain_s) > now:
+                            break
+                        if feed_log.checkpoint_at is not None and (
+                            newest >= feed_log.checkpoint_at - timedelta(seconds=self.config.warmup_s)
+                        ):
+                            break
+                if active:
+                    async with self._flushing:  # the next write opens a new segment
+                        if feed_log.fd is not None:
+                            os.close(feed_log.fd)
+                            feed_log.fd = None
                 with contextlib.suppress(FileNotFoundError):
                     segment.path.unlink()
                 self.total_bytes -= segment.size
                 feed_log.segments.pop(0)
+                if feed_log.read_at is not None and feed_log.read_at[0] == segment.path:
+                    feed_log.read_at = None
         self._update_stats()
-        if (
-            self.paused is not None
-            and self.paused.startswith("the journal reached")
-            and self.total_bytes < self.config.max_bytes * RESUME_FRACTION
-        ):
+        if at_budget and self.total_bytes < self.config.max_bytes * RESUME_FRACTION:
             self._resume()
 
     def _update_stats(self) -> None:

@@ -15,9 +15,11 @@ Rules and their residual risks: ``docs/backfill.md``.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, Final, Protocol
 
 import attrs
@@ -319,8 +321,18 @@ class BenzingaBackfiller:
 
 
 def stream_message(article: dict[str, Any]) -> dict[str, Any]:
-    """A REST article (``/api/v2/news``) as the stream's newer message shape, for the same normalizer."""
+    """A REST article (``/api/v2/news``) as the stream's newer message shape, for the same normalizer.
+
+    Its time is the end of the second REST gives (RFC 2822 has whole seconds): the article's state then is
+    at least as new as any stream message of that second, so a live message of an older revision in the
+    same second does not make the normalizer take the REST state for the older one.
+    """
     updated = article.get("updated") or article.get("created")
+    if isinstance(updated, str):
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            moment = parsedate_to_datetime(updated)
+            if moment.tzinfo is not None and moment.microsecond == 0:
+                updated = (moment + timedelta(microseconds=999_999)).isoformat()
     return {
         "api_version": "websocket/v1",
         "kind": "news",
