@@ -17,7 +17,7 @@ from bridge.adapters.simulator.benzinga import BenzingaNewsApi, SentLog, serve_b
 from bridge.app.backfill import BenzingaBackfiller
 from bridge.app.pipeline import run_bridge
 from bridge.app.service import stop_when, utc_now
-from bridge.app.stats import PipelineStats
+from bridge.app.stats import FeedState, PipelineStats
 from bridge.domain.models import ReceivedFrame
 from bridge.domain.normalizers.benzinga import BenzingaNormalizer
 from bridge.domain.policies import BackoffPolicy
@@ -55,6 +55,7 @@ async def test_news_the_replay_does_not_reach_back_to_is_backfilled_from_rest(
         def settled() -> bool:
             return (sent.extra["published"] >= published and backfiller.gaps_seen >= 1
                     and backfiller.gaps_done == backfiller.gaps_seen == sent.connections - 1
+                    and stats.feed_state.get("benzinga") is FeedState.CONNECTED  # the last gap closed too
                     and live[0] >= sent.frames_sent)  # fmt: skip
 
         with trio.fail_after(60):

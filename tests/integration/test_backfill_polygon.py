@@ -15,7 +15,7 @@ from bridge.adapters.simulator.polygon import PolygonMarket, SentLog, serve_poly
 from bridge.app.backfill import PolygonBackfiller
 from bridge.app.pipeline import run_bridge
 from bridge.app.service import stop_when, utc_now
-from bridge.app.stats import PipelineStats
+from bridge.app.stats import FeedState, PipelineStats
 from bridge.domain.backfill import PolygonBackfillNormalizer
 from bridge.domain.models import ReceivedFrame
 from tests.integration.helpers import query
@@ -55,6 +55,7 @@ async def run_market(
         def finished() -> bool:
             return (sent.extra["trades_generated"] >= total_trades and backfiller.gaps_seen >= 1
                     and backfiller.gaps_done == backfiller.gaps_seen == sent.connections - 1
+                    and stats.feed_state.get("polygon") is FeedState.CONNECTED  # the last gap closed too
                     and live_frames[0] == sent.frames_sent)  # fmt: skip
 
         with trio.fail_after(60):

@@ -10,13 +10,14 @@ import random
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
+import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -109,8 +110,23 @@ async def test_a_database_outage_loses_and_duplicates_nothing_while_feeds_keep_r
     assert stats.journal_damaged_records == 0
 
 
+_STARTED: list[trio.Process] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_bridge_outlives_its_test() -> Iterator[None]:
+    """A failing test leaves no `bridge run` behind to load the machine for the tests after it."""
+    yield
+    for process in _STARTED:
+        if process.returncode is None:
+            process.kill()
+    _STARTED.clear()
+
+
 async def run_bridge_process(env: dict[str, str], log: Path) -> trio.Process:
-    return await trio.lowlevel.open_process([*BRIDGE, "run"], env=env, stdout=log.open("ab"), stderr=log.open("ab"))
+    process = await trio.lowlevel.open_process([*BRIDGE, "run"], env=env, stdout=log.open("ab"), stderr=log.open("ab"))
+    _STARTED.append(process)
+    return process
 
 
 async def wait_for(condition: Any, limit_s: float = 60) -> None:

@@ -162,7 +162,11 @@ class TableWriter:
             started = trio.current_time()
             try:
                 if self.in_thread:
-                    written = await trio.to_thread.run_sync(self.store.commit, batch, limiter=self.limiter)
+                    # abandoned on cancel (shutdown): the frames are not acknowledged, so they stay in the journal;
+                    # a commit that lands after all is one the replay then writes nothing twice for
+                    written = await trio.to_thread.run_sync(
+                        self.store.commit, batch, limiter=self.limiter, abandon_on_cancel=True
+                    )
                 else:
                     await trio.lowlevel.checkpoint()
                     written = self.store.commit(batch)

@@ -21,7 +21,7 @@ import psycopg
 import trio
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from bridge.adapters.postgres.repository import PoolMode, resolve_pool_mode
+from bridge.adapters.postgres.repository import RECONNECT_FOREVER_S, PoolMode, resolve_pool_mode
 from bridge.logs import get_logger
 
 log = get_logger(__name__, component="leases")
@@ -143,7 +143,8 @@ def open_leases(conninfo: str, *, pool_mode: PoolMode = "auto") -> Iterator[Post
     if resolve_pool_mode(conninfo, pool_mode) == "transaction":
         kwargs["prepare_threshold"] = None
     pool: ConnectionPool[Any] = ConnectionPool(
-        conninfo, min_size=1, max_size=2, open=False, kwargs=kwargs, timeout=2, name="bridge-leases"
+        conninfo, min_size=1, max_size=2, open=False, kwargs=kwargs, timeout=2, name="bridge-leases",
+        reconnect_timeout=RECONNECT_FOREVER_S,
     )
     pool.open(wait=False)
     try:

@@ -96,6 +96,7 @@ _SCHEMA_ERRORS: Final = (
 # with no free connection in time, a socket error.
 _TRANSIENT_ERRORS: Final = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, OSError)
 _GAP_TYPES: Final = ("uuid", "text", "timestamptz", "timestamptz", "text", "text", "text", "int4", "text")
+RECONNECT_FOREVER_S: Final = 10 * 365 * 24 * 3600.0
 STATEMENT_TIMEOUT_MS: Final = 60_000
 """No statement of a batch may run longer: a hung database becomes a retried batch, not a stuck writer."""
 
@@ -700,6 +701,8 @@ def open_repository(
         configure=configure,
         kwargs=kwargs,
         timeout=acquire_timeout_s,
+        # keep trying however long the database is away (psycopg's default gives up after 5 minutes)
+        reconnect_timeout=RECONNECT_FOREVER_S,
         name="bridge",
     )
     try:
