@@ -62,7 +62,6 @@ class PipelineConfig:
     repository_in_thread: bool = True
     """False only for in-memory fakes, so tests on trio's virtual clock stay deterministic."""
     journal: JournalConfig = JournalConfig(directory=None)
-    writer_retry_alert_s: float = 30.0
     instance_id: str | None = None
     """This replica's name in the gap ledger (``BRIDGE_INSTANCE_ID``)."""
 
@@ -270,7 +269,6 @@ async def open_pipeline(
                 None if table is Table.DEAD_LETTERS else dead_letters,
                 in_thread=config.repository_in_thread,
                 concurrency=config.options_flow_writers if table is Table.OPTIONS_FLOW else 1,
-                retry_alert_s=config.writer_retry_alert_s,
                 stop_lingering=pipeline.draining,
             )
             nursery.start_soon(writer.run, receivers[table], name=f"writer:{table}")

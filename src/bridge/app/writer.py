@@ -97,7 +97,6 @@ class TableWriter:
     concurrency: int = 1
     """Batches committed at once (each on its own connection): above 1 only for tables whose writes do
     not depend on their order (``options_flow``: insert-only with deterministic ids)."""
-    retry_alert_s: float = 30.0
     stop_lingering: trio.Event = attrs.Factory(trio.Event)
     """Set when the pipeline drains (shutdown): batches are written at once, without lingering."""
     rng: Callable[[], float] = random.random
